@@ -1,0 +1,62 @@
+"""What every Hydra entry point shares: config resolvers, seeding, and the one way bad input ends a run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import sys
+
+from omegaconf import OmegaConf
+
+from selfdebug.errors import SelfDebugError
+
+log = logging.getLogger("selfdebug")
+
+# Offline by default: a hub lookup without network retries for about a minute before it fails.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _data_dir() -> str:
+    from selfdebug.problems import shared_data_dir
+
+    return str(shared_data_dir())
+
+
+def _sanitize(value) -> str:
+    """A model id or path as a folder name: 'codellama/CodeLlama-7b' -> 'codellama_CodeLlama-7b'."""
+    return re.sub(r"[^\w.-]+", "_", str(value).strip("/")) or "model"
+
+
+for _name, _fn in (("data_dir", _data_dir), ("sanitize", _sanitize)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad input ends the run with its message on stderr and exit status 2; no traceback to wade through."""
+    try:
+        yield
+    except SelfDebugError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,0 +1,107 @@
+"""``python -m selfdebug.evaluate``: pass@k of the initial code and after each round of self-debugging.
+
+    python -m selfdebug.evaluate +exp=quickstart                      # offline: HumanEval, tiny model
+    python -m selfdebug.evaluate benchmark=mbpp model=reference       # sanity check: pass@1 = 100
+    python -m selfdebug.evaluate model=hf model.name_or_path=outputs/sft/... benchmark=mbpp_plus
+
+The run dir gets samples.jsonl (one line per judged program), results.json (pass@k per round with bootstrap
+intervals, refinement rates), metrics.jsonl, summary.json and the W&B run. Re-running with the same
+``hydra.run.dir`` resumes after the last finished round.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from selfdebug.cli import seed_everything, user_errors
+from selfdebug.errors import ConfigError
+
+log = logging.getLogger("selfdebug.evaluate")
+
+
+def select_problems(problems: list, limit: int | None, task_ids) -> list:
+    if task_ids:
+        wanted = [str(t) for t in task_ids]
+        by_id = {p.task_id: p for p in problems}
+        missing = [t for t in wanted if t not in by_id]
+        if missing:
+            raise ConfigError(f"task_ids: {missing[:5]} are not in the benchmark (ids look like {problems[0].task_id!r})")
+        problems = [by_id[t] for t in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit = {limit}; it must be a positive number of problems, or null for all")
+        problems = problems[:limit]
+    return problems
+
+
+def settings_from_config(cfg: DictConfig):
+    from selfdebug.evaluation import EvalSettings
+    from selfdebug.generation import SamplingParams
+
+    return EvalSettings(n_samples=int(cfg.n_samples), rounds=int(cfg.rounds), mode=str(cfg.mode),
+                        sampling=SamplingParams(**OmegaConf.to_container(cfg.sampling, resolve=True)),
+                        refine_sampling=SamplingParams(**OmegaConf.to_container(cfg.refine_sampling, resolve=True)),
+                        ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
+                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed))
+
+
+def run(cfg: DictConfig) -> dict:
+    from selfdebug.evaluation import run_self_debug, summarize
+    from selfdebug.execution import Sandbox, SandboxConfig
+    from selfdebug.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    seed_everything(int(cfg.seed))
+    # Everything that can be checked cheaply is checked before the model loads.
+    settings = settings_from_config(cfg)
+    sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+    problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
+    log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
+             settings.n_samples, settings.rounds, settings.mode)
+    generator = hydra.utils.instantiate(cfg.model.generator)
+    logger = logger_from_config(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="evaluate")
+    exit_code = 1
+    try:
+        with Sandbox(sandbox_config) as sandbox:
+            def on_round(round_index: int, rows: list[dict]) -> None:
+                logger.log({"round": round_index, "programs": len(rows),
+                            "passed": sum(r["passed"] for r in rows)}, step=round_index)
+
+            rows = run_self_debug(problems, generator, sandbox, settings, checkpoint_dir=run_dir / "checkpoints",
+                                  progress=bool(cfg.progress), on_round=on_round)
+            results = summarize(rows, problems, settings)
+            results.update(benchmark=cfg.benchmark.name, model=cfg.model.name, sandbox=sandbox.stats())
+        write_jsonl_atomic(run_dir / "samples.jsonl", rows)
+        for entry in results["rounds"]:
+            logger.log({f"round_{entry['round']}/{k}": v["value"] for k, v in entry.items() if k.startswith("pass@")})
+        refined = [r for r in rows if r["round"] > 0][:500]
+        logger.table("refinements", ["task_id", "round", "sample_index", "explanation", "solution", "status"],
+                     [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["solution"], r["status"]]
+                      for r in refined])
+        write_json_atomic(run_dir / "results.json", results)  # last: its presence means the run is complete
+        logger.summary({"benchmark": results["benchmark"], "model": results["model"],
+                        "pass@k_initial": results["pass@k_initial"], "pass@k_final": results["pass@k_final"],
+                        "success_refinement_rate": results["success_refinement_rate"]})
+        exit_code = 0
+    finally:
+        logger.finish(exit_code)
+        generator.close()
+    line = ", ".join(f"{k} {v:.2f} -> {results['pass@k_final'][k]:.2f}" for k, v in results["pass@k_initial"].items())
+    print(f"{results['benchmark']} / {results['model']}: {line}; refinement rate "
+          f"{results['success_refinement_rate']:.2f}%\nresults: {run_dir / 'results.json'}", flush=True)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

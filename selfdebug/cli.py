@@ -56,7 +56,21 @@ def user_errors():
     """Bad input ends the run with its message on stderr and exit status 2; no traceback to wade through."""
     try:
         yield
-    except SelfDebugError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised below unless it is (or wraps) a user error
+        cause = _user_error_in(exc)
+        if cause is None:
+            raise
+        log.error("%s", cause)
+        print(f"error: {cause}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def _user_error_in(exc: BaseException | None) -> SelfDebugError | None:
+    """The SelfDebugError behind ``exc``, also when Hydra's instantiate wrapped it in its own exception."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SelfDebugError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

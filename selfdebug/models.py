@@ -132,7 +132,7 @@ def _train_tokenizer(vocab_size: int, corpus: list[str]):
 
 
 def tiny_params(seed: int = 0, vocab_size: int = 4096, hidden_size: int = 192, layers: int = 4,
-                heads: int = 4, max_position: int = 1024) -> dict[str, int]:
+                heads: int = 4, max_position: int = 4096) -> dict[str, int]:
     """The build parameters of a tiny model, as stored in its marker file and hashed into its cache key."""
     return {"seed": seed, "vocab_size": vocab_size, "hidden_size": hidden_size, "layers": layers,
             "heads": heads, "max_position": max_position, "builder_version": _TINY_BUILDER_VERSION}
@@ -144,7 +144,7 @@ def tiny_cache_key(**params: int) -> str:
 
 
 def build_tiny(save_dir: str | os.PathLike, seed: int = 0, vocab_size: int = 4096, hidden_size: int = 192,
-               layers: int = 4, heads: int = 4, max_position: int = 1024) -> Path:
+               layers: int = 4, heads: int = 4, max_position: int = 4096) -> Path:
     """Train the tiny tokenizer, build a random-init ``LlamaForCausalLM`` and save both to ``save_dir``.
 
     Deterministic: the same arguments give byte-identical weights and tokenizer. The directory appears

@@ -8,6 +8,8 @@ Messages are ``list[dict(role=..., content=...)]`` with roles ``system``, ``user
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -75,9 +77,15 @@ def problem_text(problem: Problem) -> str:
     return "\n\n".join(parts)
 
 
-def initial_messages(problem: Problem) -> list[dict]:
-    """Ask for a first solution of ``problem``."""
-    return [{"role": "user", "content": problem_text(problem)}]
+def initial_messages(problem: Problem, examples: Sequence[Problem] = ()) -> list[dict]:
+    """Ask for a first solution of ``problem``, after worked ``examples`` (few-shot: each example's problem as
+    a user turn and its reference solution as the assistant's answer)."""
+    messages = []
+    for ex in examples:
+        if not ex.reference:
+            raise ValueError(f"few-shot example {ex.task_id} has no reference solution")
+        messages += [{"role": "user", "content": problem_text(ex)}, {"role": "assistant", "content": _fence(ex.reference)}]
+    return messages + [{"role": "user", "content": problem_text(problem)}]
 
 
 def refine_messages(problem: Problem, code: str, feedback: str, mode: str) -> list[dict]:

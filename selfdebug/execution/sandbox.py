@@ -222,7 +222,7 @@ class Sandbox:
         uid = self.config.base_uid + index if os.geteuid() == 0 else None
         worker_config = {"isolate": isolate, "uid": uid, "tmpfs_mb": self.config.tmpfs_mb,
                          "scratch": "/tmp" if isolate else None}
-        command = [*prefix, sys.executable, "-I", str(WORKER_SCRIPT), json.dumps(worker_config)]
+        command = [*prefix, sys.executable, "-I", "-S", str(WORKER_SCRIPT), json.dumps(worker_config)]
         return _WorkerProcess(index, command, _worker_env(), reply_slack=30.0)
 
     # ------------------------------------------------------------------ running

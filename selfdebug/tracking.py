@@ -68,6 +68,15 @@ class RunLogger:
 
             self.wandb_run.log({key: wandb.Table(columns=columns, data=rows)})
 
+    def artifact(self, path: Path, name: str, type: str) -> None:
+        """Log a folder (a dataset, a checkpoint) as a W&B artifact."""
+        if self.wandb_run is not None:
+            import wandb
+
+            art = wandb.Artifact(name=name, type=type)
+            art.add_dir(str(path))
+            self.wandb_run.log_artifact(art)
+
     def summary(self, values: dict) -> None:
         write_json_atomic(self.run_dir / "summary.json", values)
         if self.wandb_run is not None:

@@ -37,7 +37,8 @@ def settings_from_config(cfg: DictConfig):
         mutants_per_problem=int(cfg.mutants_per_problem),
         max_wrong_per_problem=None if cfg.max_wrong_per_problem is None else int(cfg.max_wrong_per_problem),
         chunk_problems=int(cfg.chunk_problems), chunk_wrong=int(cfg.chunk_wrong), mode=str(cfg.teacher.mode),
-        seed=int(cfg.seed), shard_size=int(cfg.shard_size))
+        seed=int(cfg.seed), shard_size=int(cfg.shard_size), timeout_factor=float(cfg.timeout_factor),
+        min_timeout=float(cfg.min_timeout))
 
 
 def load_sources(cfg: DictConfig) -> list:
@@ -74,11 +75,31 @@ def decontaminate(cfg: DictConfig, problems: list) -> tuple[list, dict]:
     return [p for p in problems if p.task_id not in dropped], report
 
 
+def _checked_problems(problems, sandbox, settings, work_dir: Path, decontam: dict):
+    """Reference checks and time limits, measured once and kept in work/problems.json so a resumed run
+    judges with exactly the limits of the first."""
+    from selfdebug.collection import verify_references
+    from selfdebug.tracking import write_json_atomic
+
+    path = work_dir / "problems.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        by_id = {p.task_id: p for p in problems}
+        missing = [t for t in saved["task_ids"] if t not in by_id]
+        if missing:
+            raise ConfigError(f"{path} lists problems the data config no longer yields ({missing[:3]}...); "
+                              "use a new hydra.run.dir for a different collection")
+        return [by_id[t] for t in saved["task_ids"]], saved["skipped"], saved["timeouts"]
+    problems, skipped, timeouts = verify_references(problems, sandbox, settings)
+    write_json_atomic(path, {"task_ids": [p.task_id for p in problems], "skipped": skipped,
+                             "timeouts": timeouts, "decontamination": decontam})
+    return problems, skipped, timeouts
+
+
 def run(cfg: DictConfig) -> dict:
-    from selfdebug.collection import (finalize, load_solutions, solutions_stage, teacher_stage, verify_references,
-                                      wrong_solutions)
+    from selfdebug.collection import finalize, load_solutions, solutions_stage, teacher_stage, wrong_solutions
     from selfdebug.execution import Sandbox, SandboxConfig
-    from selfdebug.tracking import logger_from_config, write_json_atomic
+    from selfdebug.tracking import logger_from_config
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir = run_dir / "dataset"
@@ -101,10 +122,8 @@ def run(cfg: DictConfig) -> dict:
     exit_code = 1
     try:
         with Sandbox(sandbox_config) as sandbox:
-            problems, skipped = verify_references(problems, sandbox)
-            write_json_atomic(work_dir / "problems.json", {"task_ids": [p.task_id for p in problems],
-                                                          "skipped": skipped, "decontamination": decontam})
-            solutions_stage(problems, student, teacher, sandbox, settings, work_dir, examples)
+            problems, skipped, timeouts = _checked_problems(problems, sandbox, settings, work_dir, decontam)
+            solutions_stage(problems, student, teacher, sandbox, settings, work_dir, examples, timeouts)
             n_solution_chunks = -(-len(problems) // settings.chunk_problems)
             rows = load_solutions(work_dir, n_solution_chunks)
             wrongs = wrong_solutions(rows, {p.task_id: p for p in problems}, settings)
@@ -114,7 +133,7 @@ def run(cfg: DictConfig) -> dict:
             sampling = {"teacher_temperature": float(cfg.teacher.get("temperature", 0.0) or 0.0),
                         "m": settings.m_refinements, "student_temperature": settings.initial_sampling.temperature,
                         "n_initial": settings.n_initial}
-            failed = teacher_stage(wrongs, teacher, sandbox, settings, work_dir, sampling)
+            failed = teacher_stage(wrongs, teacher, sandbox, settings, work_dir, sampling, timeouts)
             sandbox_stats = sandbox.stats()
         if failed:
             print(f"error: {len(failed)} teacher chunk(s) could not be done (see the log); nothing is lost: run "

@@ -55,6 +55,10 @@ class CollectSettings:
     mode: str = "explain_refine"
     seed: int = 0
     shard_size: int = 5000
+    # Per-problem time limit: timeout_factor x the reference's own run time, at least min_timeout seconds and at
+    # most sandbox.timeout. Injected bugs loop forever often enough that a flat 10 s would dominate the run.
+    timeout_factor: float = 10.0
+    min_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         for key in ("n_initial", "m_refinements", "mutants_per_problem"):
@@ -101,22 +105,27 @@ def _chunks(items: list, size: int) -> list[list]:
 
 # ------------------------------------------------------------------------------------------------ stage 0
 
-def verify_references(problems: list[Problem], sandbox: Sandbox) -> tuple[list[Problem], list[dict]]:
+def verify_references(problems: list[Problem], sandbox: Sandbox,
+                      settings: CollectSettings) -> tuple[list[Problem], list[dict], dict[str, float]]:
     """Problems whose own reference fails its tests are skipped and reported (a broken problem teaches
-    nothing and would poison the mutation teacher)."""
+    nothing and would poison the mutation teacher). Also returns each problem's time limit."""
     with_ref = [p for p in problems if p.reference]
     results = sandbox.run_batch([(p.reference, p.tests) for p in with_ref], progress="checking references")
     bad = {p.task_id: r for p, r in zip(with_ref, results) if not r.passed}
     skipped = [{"task_id": t, "reason": f"reference {r.status}", "feedback": r.feedback[:300]} for t, r in bad.items()]
     for s in skipped:
         log.warning("skipping %s: its own reference fails its tests (%s)", s["task_id"], s["reason"])
-    return [p for p in problems if p.task_id not in bad], skipped
+    cap = sandbox.config.timeout
+    timeouts = {p.task_id: round(min(cap, max(settings.min_timeout, settings.timeout_factor * r.duration)), 3)
+                for p, r in zip(with_ref, results) if r.passed}
+    return [p for p in problems if p.task_id not in bad], skipped, timeouts
 
 
 # ------------------------------------------------------------------------------------------------ stage 1
 
 def solutions_stage(problems: list[Problem], student: Generator | None, teacher: Teacher, sandbox: Sandbox,
-                    settings: CollectSettings, work_dir: Path, examples: list[Problem] = ()) -> None:
+                    settings: CollectSettings, work_dir: Path, examples: list[Problem] = (),
+                    timeouts: dict[str, float] | None = None) -> None:
     out_dir = work_dir / "solutions"
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = _chunks(problems, settings.chunk_problems)
@@ -126,11 +135,11 @@ def solutions_stage(problems: list[Problem], student: Generator | None, teacher:
     for index, chunk in tqdm(todo, desc="initial solutions", unit="chunk"):
         payload = {"problems": [_problem_solutions(p, s) for p, s in
                                 zip(chunk, _sample_and_judge(chunk, index, student, teacher, sandbox, settings,
-                                                             examples))]}
+                                                             examples, timeouts or {}))]}
         _write_chunk(out_dir / f"chunk-{index:05d}.json", payload)
 
 
-def _sample_and_judge(chunk, chunk_index, student, teacher, sandbox, settings, examples):
+def _sample_and_judge(chunk, chunk_index, student, teacher, sandbox, settings, examples, timeouts):
     completions = [[] for _ in chunk]
     if student is not None and settings.n_initial > 0:
         params = replace(settings.initial_sampling, n=settings.n_initial, seed=settings.seed + chunk_index)
@@ -157,8 +166,8 @@ def _sample_and_judge(chunk, chunk_index, student, teacher, sandbox, settings, e
                 mutants.append(entry)
                 jobs.append((pi, entry))
         per_problem.append({"samples": samples, "unique": list(unique.values()), "mutants": mutants})
-    results = sandbox.run_batch([(entry["program"], chunk[pi].tests) for pi, entry in jobs],
-                                progress=f"judging chunk {chunk_index}")
+    results = sandbox.run_batch([(entry["program"], chunk[pi].tests, timeouts.get(chunk[pi].task_id))
+                                 for pi, entry in jobs], progress=f"judging chunk {chunk_index}")
     for (pi, entry), res in zip(jobs, results):
         entry.update(passed=res.passed, status=res.status, n_passed=res.n_passed, n_tests=res.n_tests,
                      feedback=clean_text(res.feedback))
@@ -197,7 +206,7 @@ def wrong_solutions(solution_rows: list[dict], problems_by_id: dict[str, Problem
 # ------------------------------------------------------------------------------------------------ stage 2
 
 def teacher_stage(wrongs: list[WrongSolution], teacher: Teacher, sandbox: Sandbox, settings: CollectSettings,
-                  work_dir: Path, sampling: dict) -> list[int]:
+                  work_dir: Path, sampling: dict, timeouts: dict[str, float] | None = None) -> list[int]:
     """Returns the indices of chunks that could not be done (teacher unreachable); a re-run retries them."""
     out_dir = work_dir / "teacher"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,12 +220,13 @@ def teacher_stage(wrongs: list[WrongSolution], teacher: Teacher, sandbox: Sandbo
             log.error("teacher chunk %d (%d wrong programs) failed: %s; re-run to retry it", index, len(chunk), exc)
             failed.append(index)
             continue
-        records, reasons = _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, index)
+        records, reasons = _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, index,
+                                              timeouts or {})
         _write_chunk(out_dir / f"chunk-{index:05d}.json", {"records": records, "rejected": reasons})
     return failed
 
 
-def _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, chunk_index):
+def _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, chunk_index, timeouts):
     reasons = Counter()
     jobs = []
     for wrong, outs in zip(chunk, samples):
@@ -232,8 +242,8 @@ def _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, chu
                 reasons["empty_explanation"] += 1
                 continue
             jobs.append((wrong, j, explanation, clean_text(assemble_program(wrong.problem, clean_text(s.code)))))
-    results = sandbox.run_batch([(program, wrong.problem.tests) for wrong, _, _, program in jobs],
-                                progress=f"judging refinements {chunk_index}")
+    results = sandbox.run_batch([(program, wrong.problem.tests, timeouts.get(wrong.problem.task_id))
+                                 for wrong, _, _, program in jobs], progress=f"judging refinements {chunk_index}")
     records = []
     for (wrong, j, explanation, program), res in zip(jobs, results):
         p = wrong.problem

@@ -418,3 +418,11 @@ def test_home_directory_secrets_are_hidden(sb):
     if os.stat(home).st_mode & 0o001:
         pytest.skip("home directory is world-readable here; nothing is hidden")
     assert r.passed, r.feedback
+
+
+def test_per_run_timeout_overrides_the_default(sb):
+    start = time.monotonic()
+    r = sb.run("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, timeout=0.5)
+    assert r.status == "timeout" and time.monotonic() - start < 1.5
+    with pytest.raises(ConfigError):
+        sb.run(ADD, ADD_TESTS, timeout=-1)

@@ -226,18 +226,19 @@ class Sandbox:
         return _WorkerProcess(index, command, _worker_env(), reply_slack=30.0)
 
     # ------------------------------------------------------------------ running
-    def run(self, program: str | None, tests: TestSuite) -> ExecResult:
-        return self._judge(program, tests)
+    def run(self, program: str | None, tests: TestSuite, timeout: float | None = None) -> ExecResult:
+        """Judge one program. ``timeout`` (seconds) overrides ``config.timeout`` for this run only."""
+        return self._judge(program, tests, timeout)
 
-    def submit(self, program: str | None, tests: TestSuite) -> Future:
+    def submit(self, program: str | None, tests: TestSuite, timeout: float | None = None) -> Future:
         if self._closed:
             raise RuntimeError("the sandbox is closed")
-        return self._executor.submit(self._judge, program, tests)
+        return self._executor.submit(self._judge, program, tests, timeout)
 
     def run_batch(self, items, progress: bool | str = False) -> list[ExecResult]:
-        """Judge ``(program, tests)`` pairs concurrently; results in input order."""
+        """Judge ``(program, tests)`` or ``(program, tests, timeout)`` items concurrently; results in input order."""
         items = list(items)
-        futures = [self.submit(p, t) for p, t in items]
+        futures = [self.submit(*item) for item in items]
         if progress:
             from tqdm.auto import tqdm
 
@@ -248,7 +249,7 @@ class Sandbox:
                 return [f.result() for f in futures]
         return [f.result() for f in futures]
 
-    def _judge(self, program: str | None, tests: TestSuite) -> ExecResult:
+    def _judge(self, program: str | None, tests: TestSuite, timeout: float | None = None) -> ExecResult:
         if not program or not program.strip():
             return ExecResult(status=NO_CODE, n_passed=0, n_tests=tests.n_tests,
                               feedback="No code was found in the completion.",
@@ -256,6 +257,10 @@ class Sandbox:
         if tests.n_tests == 0:
             raise SelfDebugError("a problem has no tests: nothing to judge the program against")
         limits = self.config.limits()
+        if timeout is not None:
+            if not timeout > 0:
+                raise ConfigError(f"a per-run timeout must be positive, got {timeout!r}")
+            limits["timeout"] = float(timeout)
         key = ResultCache.key(program, tests, limits) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)

@@ -25,7 +25,7 @@ def sb():
         yield box
 
 
-def job_user_processes() -> list[int]:
+def job_user_processes(uids=None) -> list[int]:
     """PIDs on this machine owned by a sandbox job user: there must be none between runs."""
     found = []
     for name in os.listdir("/proc"):
@@ -35,7 +35,7 @@ def job_user_processes() -> list[int]:
                     uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
             except (OSError, StopIteration):
                 continue
-            if BASE_UID <= uid < BASE_UID + 16:
+            if (uid in uids) if uids is not None else BASE_UID <= uid < BASE_UID + 64 * 4096:
                 found.append(int(name))
     return found
 
@@ -46,7 +46,7 @@ def assert_healthy(sb: Sandbox) -> None:
     for _ in range(sb.n_workers * 2):  # reach every worker
         assert sb.run(ADD, ADD_TESTS).passed
     assert time.monotonic() - start < 5
-    assert job_user_processes() == []
+    assert job_user_processes(sb.job_uids) == []
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
@@ -157,6 +157,8 @@ def test_missing_isolation_is_an_error_unless_allowed(monkeypatch, tmp_path):
 
 def test_sandbox_reports_isolation(sb):
     assert sb.isolated and sb.stats()["isolated"]
+    if os.geteuid() == 0:
+        assert len(set(sb.job_uids)) == sb.n_workers and all(u >= BASE_UID for u in sb.job_uids)
 
 
 # ---------------------------------------------------------------------------------------------- attacks
@@ -388,7 +390,7 @@ def test_child_process_left_running(sb):
     """)
     r = sb.run(program, ADD_TESTS)
     assert r.passed  # the program itself is fine; what matters is that nothing of it survives
-    assert job_user_processes() == []
+    assert job_user_processes(sb.job_uids) == []
     assert_healthy(sb)
 
 

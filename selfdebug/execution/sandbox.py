@@ -57,7 +57,7 @@ class SandboxConfig:
     isolation: str = "auto"  # auto: namespaces if available; namespaces: required; none: limits only
     allow_unisolated: bool = False  # with auto, go on without network/file-system isolation (loudly)
     tmpfs_mb: int = 512  # size of each worker's private tmpfs for job directories
-    base_uid: int = 61000  # job users are base_uid + worker index (when running as root)
+    base_uid: int = 61000  # job users are base_uid + 64 * (pid % 4096) + worker index (when running as root)
     cache: bool = True
     cache_path: str | None = None  # a SQLite file that keeps verdicts across runs; None: memory only
 
@@ -65,7 +65,8 @@ class SandboxConfig:
         checks = [("timeout", self.timeout > 0), ("memory_mb", self.memory_mb >= 64),
                   ("max_processes", self.max_processes >= 1), ("max_file_mb", self.max_file_mb >= 1),
                   ("max_output_bytes", self.max_output_bytes >= 1024), ("workers", self.workers >= 0),
-                  ("max_feedback_chars", self.max_feedback_chars >= 100), ("tmpfs_mb", self.tmpfs_mb >= 16)]
+                  ("max_feedback_chars", self.max_feedback_chars >= 100), ("tmpfs_mb", self.tmpfs_mb >= 16),
+                  ("workers", self.workers <= 64)]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"sandbox.{key} = {getattr(self, key)!r} is out of range "
@@ -219,7 +220,9 @@ class Sandbox:
         return [self._spawn(i, [], isolate=False) for i in range(self.n_workers)]
 
     def _spawn(self, index: int, prefix: list[str], isolate: bool) -> _WorkerProcess:
-        uid = self.config.base_uid + index if os.geteuid() == 0 else None
+        # Job users are unique to this process, so two sandboxes on one machine never share one (a job's
+        # clean-up kills every process of its user).
+        uid = self.config.base_uid + (os.getpid() % 4096) * 64 + index if os.geteuid() == 0 else None
         worker_config = {"isolate": isolate, "uid": uid, "tmpfs_mb": self.config.tmpfs_mb,
                          "scratch": "/tmp" if isolate else None}
         command = [*prefix, sys.executable, "-I", "-S", str(WORKER_SCRIPT), json.dumps(worker_config)]
@@ -297,6 +300,11 @@ class Sandbox:
             self._idle.put(worker)
 
     # ------------------------------------------------------------------ stats and shutdown
+    @property
+    def job_uids(self) -> list[int]:
+        """The users programs run as (empty when not running as root)."""
+        return [w.hello["uid"] for w in self._workers if w.hello.get("uid") is not None]
+
     def stats(self) -> dict:
         with self._lock:
             return dict(self.counts, workers=self.n_workers, isolated=self.isolated)

@@ -1,0 +1,60 @@
+"""``python -m selfdebug.report`` on real evaluation runs, single and swept over seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from selfdebug.problems import load_humaneval
+from tests.openai_server import FakeOpenAIServer
+from tests.test_evaluate import scripted_responder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_report_from_single_runs_and_a_seed_sweep(tmp_path):
+    problems = load_humaneval()[:3]
+    with FakeOpenAIServer(scripted_responder(problems)) as server:
+        base = ["-m", "selfdebug.evaluate", "--multirun", "model=openai", "model.model=x", f"model.base_url={server.base_url}",
+                "limit=3", "n_samples=2", "rounds=1", "ks=[1,2]", "logger=none", "progress=false"]
+        proc = subprocess.run([sys.executable, *base, "seed=1,2", "mode=refine,explain_refine",
+                               f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path / "sweep"), "-o", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    # Table 2: initial 0, refined 100, per mode.
+    assert "| openai-x | refine | humaneval | 0.00 | 100.00 |" in md
+    assert "| openai-x | explain_refine | humaneval | 0.00 | 100.00 |" in md
+    # The sweep: two cells (one per mode), each over 2 seeds.
+    sweep_lines = [line for line in md.splitlines() if line.startswith("| evaluate |")]
+    assert len(sweep_lines) == 2 and all("| 2 | 100.000 |" in line for line in sweep_lines)
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "pass_by_round_humaneval.png" in html
+    png = (out / "pass_by_round_humaneval.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_report_training_curves(tmp_path):
+    run = tmp_path / "rl_run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("stage: rl\nseed: 1\n")
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": i, "reward/total": i / 10, "reward/code": i / 20, "kl": 0.01 * i}) + "\n" for i in range(20)))
+    out = tmp_path / "report"
+    subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path), "-o", str(out)], check=True,
+                   cwd=REPO, capture_output=True, timeout=300)
+    assert (out / "training_rl.png").stat().st_size > 10_000
+    assert "| rl | - | (defaults) | final reward/total | 1 | 1.900 |" in (out / "report.md").read_text()
+
+
+def test_report_on_a_folder_without_runs_fails_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "no run dirs" in proc.stderr

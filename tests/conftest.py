@@ -33,3 +33,12 @@ def tiny_lm(tiny_cache_dir, tiny_model_dir):
     from selfdebug.models import load_causal_lm
 
     return load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
+
+
+# --- bundled benchmark data (selfdebug.problems) ------------------------------------------------------
+@pytest.fixture(scope="session")
+def shared_data():
+    """The folder of bundled benchmark files (``<repo>/../shared/data`` or ``$SELFDEBUG_DATA_DIR``)."""
+    from selfdebug.problems import shared_data_dir
+
+    return shared_data_dir()

@@ -1,0 +1,501 @@
+"""Problem loaders: counts, fields, generated tests and error messages.
+
+Generated test code is checked here with a plain in-process ``exec`` of trusted reference code only; the
+sandbox-backed checks live with the judge.
+"""
+
+# ruff: noqa: S102 - these tests exec trusted reference code and generated test code on purpose
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import sys
+
+import pytest
+
+from selfdebug.errors import ConfigError, DataError
+from selfdebug.problems import (
+    BENCHMARKS,
+    Problem,
+    load_apps,
+    load_benchmark,
+    load_codecontests,
+    load_evalplus,
+    load_humaneval,
+    load_mbpp,
+    select_problems,
+    shared_data_dir,
+    split_humaneval_check,
+)
+
+
+def run_plain(program: str, problem: Problem) -> list[bool]:
+    """Which tests of an assert suite hold for ``program`` (trusted code only: no sandbox)."""
+    namespace: dict = {"__name__": "__solution__"}
+    exec(program, namespace)
+    exec(problem.tests.setup, namespace)
+    results = []
+    for test in problem.tests.asserts:
+        try:
+            exec(test, namespace)
+            results.append(True)
+        except Exception:  # noqa: BLE001 - a failed or erroring test
+            results.append(False)
+    return results
+
+
+def write_jsonl(path, records, gz=False):
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------
+# HumanEval
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def humaneval():
+    return {p.task_id: p for p in load_humaneval()}
+
+
+def test_humaneval_count_and_fields(humaneval):
+    assert len(humaneval) == 164
+    p = humaneval["HumanEval/0"]
+    assert p.source == "humaneval" and p.entry_point == "has_close_elements"
+    assert p.starter_code == p.prompt and p.reference.startswith(p.prompt)
+    assert p.tests.kind == "assert" and p.tests_shown == ()
+    assert p.tests.setup.rstrip().endswith("candidate = has_close_elements")
+    assert all(q.metadata["check_split"] for q in humaneval.values())
+
+
+def test_humaneval_bundled_copy_matches_package(shared_data, humaneval):
+    bundled = load_humaneval(shared_data / "HumanEval.jsonl.gz")
+    assert [p.task_id for p in bundled] == list(humaneval)
+    assert bundled[0].tests == humaneval["HumanEval/0"].tests
+
+
+def test_humaneval_check_is_split_per_assert(humaneval):
+    p = humaneval["HumanEval/0"]
+    assert p.tests.n_tests == 7
+    assert p.tests.asserts[0] == "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True"
+    # A loop with an assert inside, after setup statements: one test.
+    assert humaneval["HumanEval/32"].tests.n_tests == 1
+    # `assert True, "..."` lines are dropped; trailing statements join the last chunk.
+    assert not any("assert True" in t for q in humaneval.values() for t in q.tests.asserts)
+    assert sum(q.tests.n_tests for q in humaneval.values()) > 164 * 4
+
+
+def test_humaneval_check_locals_do_not_leak_into_program_globals(humaneval):
+    # HumanEval/38's check assigns `str = ...`; in the program's namespace that would hide the builtin.
+    (test,) = humaneval["HumanEval/38"].tests.asserts
+    assert "_sd_str = " in test and "\nstr = " not in test and "_sd_string.ascii_lowercase" in test
+
+
+@pytest.mark.parametrize("task_id", ["HumanEval/0", "HumanEval/32", "HumanEval/38", "HumanEval/53",
+                                     "HumanEval/151"])
+def test_humaneval_reference_passes_every_chunk(humaneval, task_id):
+    p = humaneval[task_id]
+    assert all(run_plain(p.reference, p))
+
+
+def test_humaneval_wrong_program_gets_partial_credit(humaneval):
+    p = humaneval["HumanEval/0"]
+    wrong = p.prompt + "    return True\n"
+    results = run_plain(wrong, p)
+    assert any(results) and not all(results)
+
+
+def test_split_check_shapes():
+    test = (
+        "import math\n\ndef check(candidate):\n"
+        "    x = 3\n    assert candidate(x) == 4\n    assert True, 'always'\n"
+        "    for i in range(2):\n        assert candidate(i) == i + 1\n    y = 1\n"
+    )
+    setup, tests = split_humaneval_check(test, "inc")
+    assert setup == "import math\ncandidate = inc\n"
+    assert tests == ("_sd_x = 3\nassert candidate(_sd_x) == 4",
+                     "for _sd_i in range(2):\n    assert candidate(_sd_i) == _sd_i + 1\n_sd_y = 1")
+    ns: dict = {}
+    exec("def inc(v):\n    return v + 1\n", ns)
+    exec(setup, ns)
+    for t in tests:
+        exec(t, ns)
+
+
+@pytest.mark.parametrize("test", [
+    "def check(candidate):\n    if candidate(1) == 2:\n        return\n    assert False\n",  # return in body
+    "def check(candidate):\n    print(candidate(1))\n",  # no assert
+    "def verify(candidate):\n    assert candidate(1) == 2\n",  # no check
+    "def check(candidate):\n    assert candidate(1) ==\n",  # parse error
+    "def check(candidate):\n    assert candidate(1) == 2\n\ncheck(inc)\n",  # module calls check itself
+])
+def test_split_check_falls_back(tmp_path, test):
+    assert split_humaneval_check(test, "inc") is None
+    path = write_jsonl(tmp_path / "he.jsonl", [{"task_id": "T/0", "prompt": "def inc(v):\n",
+                                                "canonical_solution": "    return v + 1\n",
+                                                "test": test, "entry_point": "inc"}])
+    (p,) = load_humaneval(path)
+    assert p.tests.setup == test and p.tests.asserts == ("check(inc)",)
+    assert p.metadata["check_split"] is False
+
+
+# ------------------------------------------------------------------------------------------------------
+# MBPP
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("split, full, sanitized", [
+    ("test", 500, 257), ("train", 374, 120), ("validation", 90, 43), ("prompt", 10, 7), ("all", 974, 427),
+])
+def test_mbpp_split_counts(shared_data, split, full, sanitized):
+    assert len(load_mbpp(shared_data / "mbpp.jsonl", split=split)) == full
+    assert len(load_mbpp(shared_data / "sanitized-mbpp.json", split=split)) == sanitized
+
+
+def test_mbpp_fields(shared_data):
+    problems = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all")}
+    p = problems["MBPP/11"]
+    assert p.source == "mbpp" and p.entry_point == "remove_Occ" and p.metadata["split"] == "test"
+    assert p.prompt.startswith("Write a python function to remove first and last occurrence")
+    assert p.tests.asserts == p.tests_shown and p.tests.n_tests == 3 and p.tests.setup == ""
+    assert "\r" not in p.reference and "def remove_Occ" in p.reference
+    assert all(q.entry_point for q in problems.values())
+    assert "root = Node(1)" in problems["MBPP/367"].tests.setup
+    assert all(run_plain(problems["MBPP/367"].reference, problems["MBPP/367"]))
+
+
+def test_mbpp_challenge_tests(shared_data):
+    plain = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all")}
+    extra = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all", include_challenge_tests=True)}
+    grown = [t for t in plain if extra[t].tests.n_tests > plain[t].tests.n_tests]
+    assert grown and all(extra[t].tests_shown == plain[t].tests_shown for t in grown)
+
+
+def test_mbpp_sanitized_fields(shared_data):
+    problems = {p.task_id: p for p in load_mbpp(shared_data / "sanitized-mbpp.json", split="all")}
+    p = problems["MBPP-sanitized/2"]
+    assert p.source == "mbpp_sanitized"
+    assert p.entry_point == "similar_elements"  # not `set`, which wraps the call in its tests
+    assert any(q.tests.setup == "import math" for q in problems.values())
+    assert all(q.entry_point for q in problems.values())
+    forced = load_mbpp(shared_data / "sanitized-mbpp.json", split="prompt", sanitized=True)
+    assert [q.task_id for q in forced] == [t for t in problems if problems[t].metadata["split"] == "prompt"]
+
+
+def test_mbpp_unknown_split():
+    with pytest.raises(ConfigError, match="unknown MBPP split 'dev'"):
+        load_mbpp("unused.jsonl", split="dev")
+
+
+# ------------------------------------------------------------------------------------------------------
+# EvalPlus
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mbpp_plus(shared_data):
+    return {p.task_id: p for p in load_evalplus(shared_data / "MbppPlus-dev-2023-11.jsonl.gz",
+                                                name="mbpp_plus")}
+
+
+def test_mbpp_plus_count_and_fields(shared_data, mbpp_plus):
+    assert len(mbpp_plus) == 399
+    p = mbpp_plus["Mbpp/2"]
+    assert p.source == "mbpp_plus" and p.entry_point == "similar_elements"
+    assert p.prompt == "Write a function to find the shared elements from the given two lists."
+    assert p.tests_shown == ("assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",)
+    assert p.reference.lstrip().startswith("def similar_elements") and p.starter_code == ""
+    # The example's tuple arguments come back as tuples, written out in the assert.
+    assert p.tests.asserts[0] == "assert similar_elements((3, 4, 5, 6), (5, 7, 4, 10)) == _sd_want(0)"
+    assert p.tests.n_tests > p.metadata["n_base_tests"] == 3
+    base_only = load_evalplus(shared_data / "MbppPlus-dev-2023-11.jsonl.gz", use_plus_inputs=False)
+    assert sum(q.tests.n_tests for q in base_only) == sum(q.metadata["n_base_tests"] for q in base_only)
+    assert mbpp_plus["Mbpp/793"].tests.n_tests == mbpp_plus["Mbpp/793"].metadata["n_base_tests"]  # plus {}
+    assert {t for t, q in mbpp_plus.items() if q.metadata["unordered_output"]} == {
+        "Mbpp/7", "Mbpp/111", "Mbpp/232", "Mbpp/249"}
+
+
+@pytest.mark.parametrize("task_id", ["Mbpp/2", "Mbpp/63", "Mbpp/82", "Mbpp/404", "Mbpp/580", "Mbpp/722"])
+def test_mbpp_plus_reference_passes(mbpp_plus, task_id):
+    p = mbpp_plus[task_id]
+    assert all(run_plain(p.reference, p))
+
+
+def test_mbpp_plus_wrong_program_fails(mbpp_plus):
+    p = mbpp_plus["Mbpp/2"]
+    results = run_plain("def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))[:1]\n", p)
+    assert any(results) and not all(results)
+
+
+HE_PLUS = {
+    "task_id": "HumanEval/900",
+    "prompt": 'def mean(xs: list) -> float:\n    """Mean of xs."""\n',
+    "entry_point": "mean",
+    "canonical_solution": "    return sum(xs) / len(xs)\n",
+    "base_input": [[[1, 2, 3]], [[0.1, 0.2]]],
+    "plus_input": [[[1e-9, 3.0, 7.5]], [[10**20, 1]]],
+    "atol": 0,
+    "contract": "",
+    "assertion": "",
+}
+
+
+def test_humaneval_plus_fixture(tmp_path):
+    path = write_jsonl(tmp_path / "HumanEvalPlus.jsonl.gz", [HE_PLUS], gz=True)
+    (p,) = load_benchmark("humaneval_plus", path=path)
+    assert p.source == "humaneval_plus" and p.task_id == "HumanEval/900"
+    assert p.starter_code == p.prompt == HE_PLUS["prompt"]
+    assert p.reference == HE_PLUS["prompt"] + HE_PLUS["canonical_solution"]
+    assert p.tests.n_tests == 4 and p.metadata["n_base_tests"] == 2
+    assert p.tests.asserts[0] == "assert mean([1, 2, 3]) == _sd_want(0)"
+    assert all(run_plain(p.reference, p))
+    # Float outputs compare within tolerance; a program that rounds differently still passes.
+    assert all(run_plain("def mean(xs):\n    return sum(x / len(xs) for x in xs)\n", p))
+    assert run_plain("def mean(xs):\n    return sum(xs) // len(xs)\n", p) == [True, False, False, True]
+    assert len(load_evalplus(path, name="humaneval_plus", use_plus_inputs=False)[0].tests.asserts) == 2
+
+
+def test_evalplus_comparison_semantics(tmp_path):
+    rec = dict(HE_PLUS, canonical_solution="    return xs\n", base_input=[[[1]]], plus_input=[], atol=0.01)
+    (p,) = load_evalplus(write_jsonl(tmp_path / "e.jsonl", [rec]), name="humaneval_plus")
+    ns: dict = {}
+    exec(p.reference, ns)
+    exec(p.tests.setup, ns)
+    same = ns["_sd_same"]
+    assert same(1.0, 1.005) and not same(1.0, 1.02)
+    assert same(float("nan"), float("nan")) and same([1, (2.0, 3)], (1, [2.001, 3])) and not same([1, 2], [1, 2, 3])
+    assert same({"a": [1.0]}, {"a": (1.001,)}) and not same({"a": 1}, {"b": 1})
+    assert same({1, 2}, {2, 1}) and not same("ab", ["a", "b"]) and not same(None, 0)
+    # A program that mutates its arguments does not change what the reference is given.
+    exec("def mean(xs):\n    out = list(xs)\n    xs.append(9)\n    return out\n", ns)
+    exec(p.tests.asserts[0], ns)
+    exec(p.tests.asserts[0].replace("mean([1])", "mean(*_sd_arg(0))"), ns)
+
+
+def test_evalplus_needs_inputs(tmp_path):
+    rec = dict(HE_PLUS, base_input=[], plus_input=[])
+    with pytest.raises(DataError, match=r"e\.jsonl:1: task HumanEval/900 has no tests"):
+        load_evalplus(write_jsonl(tmp_path / "e.jsonl", [rec]), name="humaneval_plus")
+    with pytest.raises(ConfigError, match="pass path="):
+        load_evalplus(name="humaneval_plus")
+
+
+# ------------------------------------------------------------------------------------------------------
+# APPS
+# ------------------------------------------------------------------------------------------------------
+
+APPS_ROWS = [
+    {"problem_id": 0, "difficulty": "interview", "url": "u0", "starter_code": "",
+     "question": "Read two numbers and print their sum.",
+     "solutions": json.dumps(["a, b = map(int, input().split())\nprint(a + b)\n"]),
+     "input_output": json.dumps({"inputs": ["1 2\n", ["3 4"]], "outputs": ["3\n", ["7"]]})},
+    {"problem_id": 1, "difficulty": "introductory", "url": "u1", "starter_code": "def add(a, b):\n\t",
+     "question": "Return a + b.", "solutions": json.dumps(["def add(a, b):\n    return a + b\n"]),
+     "input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2], [[1], [2]]], "outputs": [[3], [[1, 2]]]})},
+    {"problem_id": 2, "difficulty": "interview", "url": "u2",
+     "starter_code": "class Solution:\n    def pair(self, xs: List[int]) -> List[int]:\n        ",
+     "question": "Return the first two numbers.", "solutions": "",
+     "input_output": json.dumps({"fn_name": "pair", "inputs": [[[5, 6, 7]]], "outputs": [[5, 6]]})},
+    {"problem_id": 3, "difficulty": "competition", "url": "u3", "starter_code": "", "question": "No tests.",
+     "solutions": "[]", "input_output": ""},
+]
+
+
+def test_apps_fixture(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "apps.jsonl", APPS_ROWS)
+    with caplog.at_level(logging.WARNING, logger="selfdebug.problems"):
+        problems = {p.task_id: p for p in load_apps(path, split="test")}
+    assert list(problems) == ["APPS/test/0", "APPS/test/1", "APPS/test/2"]
+    assert "skipped 1 of 4 rows" in caplog.text
+
+    stdio = problems["APPS/test/0"]
+    assert stdio.source == "apps" and stdio.tests.kind == "stdio" and stdio.entry_point is None
+    assert stdio.tests.stdio == (("1 2\n", "3\n"), ("3 4\n", "7\n"))
+    assert stdio.reference.startswith("a, b = map") and stdio.metadata["difficulty"] == "interview"
+
+    fn = problems["APPS/test/1"]
+    assert fn.tests.kind == "assert" and fn.entry_point == "add" and fn.starter_code.startswith("def add")
+    assert fn.tests.asserts == ("assert add(1, 2) == _sd_expect([3])", "assert add([1], [2]) == _sd_expect([[1, 2]])")
+    assert all(run_plain(fn.reference, fn))
+    assert run_plain("def add(a, b):\n    return (a, b)\n", fn) == [False, False]
+    assert all(run_plain("def add(a, b):\n    return tuple(a + b) if isinstance(a, list) else a + b\n", fn))
+
+    cls = problems["APPS/test/2"]
+    assert cls.reference is None
+    assert cls.tests.asserts == ("assert Solution().pair([5, 6, 7]) == _sd_expect([5, 6])",)
+    assert all(run_plain("class Solution:\n    def pair(self, xs):\n        return xs[:2]\n", cls))
+
+
+def test_apps_difficulties(tmp_path):
+    path = write_jsonl(tmp_path / "apps.jsonl", APPS_ROWS)
+    assert [p.task_id for p in load_apps(path, difficulties=["introductory"])] == ["APPS/train/1"]
+    assert len(load_apps(path, difficulties="interview")) == 2
+    with pytest.raises(ConfigError, match="unknown APPS difficulty 'hard'"):
+        load_apps(path, difficulties=["hard"])
+
+
+def test_apps_large_arguments_go_to_a_table(tmp_path):
+    big = list(range(2000))
+    row = dict(APPS_ROWS[1], input_output=json.dumps({"fn_name": "add", "inputs": [[big, [1]]],
+                                                      "outputs": [[big + [1]]]}))
+    (p,) = load_apps(write_jsonl(tmp_path / "apps.jsonl", [row]))
+    assert p.tests.asserts == ("assert add(*_sd_arg(0)) == _sd_expect_at(0)",)
+    assert all(run_plain("def add(a, b):\n    return a + b\n", p))
+
+
+# ------------------------------------------------------------------------------------------------------
+# CodeContests
+# ------------------------------------------------------------------------------------------------------
+
+CC_ROWS = [
+    {"name": "1_A. Sum", "description": "Print a + b.", "difficulty": 7, "source": 2,
+     "public_tests": {"input": ["1 2\n"], "output": ["3\n"]},
+     "private_tests": {"input": ["5 5\n", "1 2\n"], "output": ["10\n", "3\n"]},
+     "generated_tests": {"input": ["0 0\n", "9 1\n"], "output": ["0\n", "10\n"]},
+     "solutions": {"language": [2, 1, 3, 3], "solution": ["int main(){}", "print 1", "print(sum(map(int, input().split())))",
+                                                         "other"]}},
+    {"name": "2_B. Empty", "description": "Nothing.", "public_tests": {"input": [], "output": []},
+     "private_tests": {"input": [], "output": []}, "generated_tests": {"input": [], "output": []},
+     "solutions": {"language": [], "solution": []}},
+]
+
+
+def test_codecontests_fixture(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "cc.jsonl.gz", CC_ROWS, gz=True)
+    with caplog.at_level(logging.WARNING, logger="selfdebug.problems"):
+        (p,) = load_codecontests(path, split="valid")
+    assert "skipped 1 of 2 rows" in caplog.text
+    assert p.task_id == "CodeContests/valid/1_A. Sum" and p.source == "codecontests"
+    assert p.prompt == "Print a + b." and p.tests.kind == "stdio"
+    assert p.reference == "print(sum(map(int, input().split())))"
+    # public, private, generated; the private copy of the public test is dropped.
+    assert [i for i, _ in p.tests.stdio] == ["1 2\n", "5 5\n", "0 0\n", "9 1\n"]
+    assert p.metadata["n_private_tests"] == 2
+    assert load_codecontests(path, max_tests=2)[0].tests.n_tests == 2
+    assert load_codecontests(path, include_generated=False)[0].tests.n_tests == 2
+
+
+def test_codecontests_bad_tests(tmp_path):
+    row = dict(CC_ROWS[0], public_tests={"input": ["1"], "output": []})
+    with pytest.raises(DataError, match=r"cc\.jsonl:1: field 'public_tests' of task CodeContests/train/1_A\. Sum"):
+        load_codecontests(write_jsonl(tmp_path / "cc.jsonl", [row]))
+
+
+def test_hub_loading_needs_datasets(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import fails
+    with pytest.raises(DataError, match=r"pip install datasets"):
+        load_apps()
+    with pytest.raises(DataError, match=r"pip install datasets"):
+        load_codecontests(split="test")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------------
+
+MBPP_REC = {"text": "Add.", "code": "def add(a, b):\n    return a + b", "task_id": 11, "test_setup_code": "",
+            "test_list": ["assert add(1, 2) == 3"], "challenge_test_list": []}
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "mbpp.jsonl"
+    lines = [json.dumps(dict(MBPP_REC, task_id=11 + i)) for i in range(16)] + ['{"text": "broken",']
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"mbpp\.jsonl:17: invalid JSON: "):
+        load_mbpp(path)
+
+
+def test_blank_lines_keep_line_numbers(tmp_path):
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text("\n" + json.dumps(MBPP_REC) + "\n\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"mbpp\.jsonl:4: expected a JSON object"):
+        load_mbpp(path)
+
+
+def test_missing_field_is_named(tmp_path):
+    rec = {k: v for k, v in MBPP_REC.items() if k != "test_list"}
+    path = write_jsonl(tmp_path / "mbpp.jsonl", [MBPP_REC, rec])
+    with pytest.raises(DataError, match=r"mbpp\.jsonl:2: missing field 'test_list' \(task MBPP/11\)"):
+        load_mbpp(path)
+    he = write_jsonl(tmp_path / "he.jsonl", [{"task_id": "HumanEval/0", "prompt": "x", "test": "y"}])
+    with pytest.raises(DataError, match=r"he\.jsonl:1: missing field 'entry_point' \(task HumanEval/0\)"):
+        load_humaneval(he)
+
+
+def test_problem_without_tests(tmp_path):
+    path = write_jsonl(tmp_path / "mbpp.jsonl", [dict(MBPP_REC, test_list=[])])
+    with pytest.raises(DataError, match=r"mbpp\.jsonl:1: task MBPP/11 has no tests"):
+        load_mbpp(path)
+
+
+def test_json_array_errors(tmp_path):
+    path = tmp_path / "sanitized.json"
+    path.write_text('[\n  {"task_id": 11, "prompt": "p", "test_list": []}\n]\n')
+    with pytest.raises(DataError, match=r"sanitized\.json: record 1: task MBPP-sanitized/11 has no tests"):
+        load_mbpp(path)
+    path.write_text('[\n  {"task_id": 11,\n  "prompt": }\n]\n')
+    with pytest.raises(DataError, match=r"sanitized\.json:3: invalid JSON"):
+        load_mbpp(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.jsonl: no such file"):
+        load_mbpp(tmp_path / "nope.jsonl")
+
+
+def test_gzip_and_plain_read_alike(tmp_path):
+    plain = load_mbpp(write_jsonl(tmp_path / "a.jsonl", [MBPP_REC]))
+    gz = load_mbpp(write_jsonl(tmp_path / "a.jsonl.gz", [MBPP_REC], gz=True))
+    assert plain == gz and plain[0].entry_point == "add"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Registry and selection
+# ------------------------------------------------------------------------------------------------------
+
+def test_unknown_benchmark_lists_names():
+    with pytest.raises(ConfigError) as info:
+        load_benchmark("nosuch")
+    assert all(name in str(info.value) for name in BENCHMARKS)
+    assert set(BENCHMARKS) == {"humaneval", "mbpp", "mbpp_sanitized", "mbpp_plus", "humaneval_plus", "apps",
+                               "codecontests"}
+
+
+def test_unknown_option():
+    with pytest.raises(ConfigError, match="has no option 'splt'"):
+        load_benchmark("mbpp", splt="test")
+
+
+def test_load_benchmark_selection(shared_data):
+    assert [p.task_id for p in load_benchmark("mbpp", limit=2)] == ["MBPP/11", "MBPP/12"]
+    picked = load_benchmark("MBPP-sanitized", task_ids=["MBPP-sanitized/12", "MBPP-sanitized/11"])
+    assert [p.task_id for p in picked] == ["MBPP-sanitized/12", "MBPP-sanitized/11"]
+    assert len(load_benchmark("humaneval", limit=5)) == 5
+    with pytest.raises(ConfigError, match="no problem 'MBPP/1'"):
+        load_benchmark("mbpp", task_ids=["MBPP/1"])
+    with pytest.raises(ConfigError, match="limit"):
+        select_problems([], limit=-1)
+
+
+def test_shared_data_dir(monkeypatch, tmp_path, shared_data):
+    assert (shared_data / "mbpp.jsonl").is_file()
+    monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path))
+    assert shared_data_dir() == tmp_path
+    with pytest.raises(DataError, match=r"mbpp\.jsonl: no such file"):
+        load_mbpp()
+    monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="SELFDEBUG_DATA_DIR"):
+        shared_data_dir()
+
+
+def test_float_literal_fallback(tmp_path):
+    rec = dict(HE_PLUS, base_input=[[[math.inf, 1.0]]], plus_input=[])
+    (p,) = load_evalplus(write_jsonl(tmp_path / "e.jsonl", [rec]), name="humaneval_plus")
+    assert p.tests.asserts == ("assert mean(*_sd_arg(0)) == _sd_want(0)",)
+    assert all(run_plain(p.reference, p))

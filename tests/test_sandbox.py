@@ -428,3 +428,11 @@ def test_per_run_timeout_overrides_the_default(sb):
     assert r.status == "timeout" and time.monotonic() - start < 1.5
     with pytest.raises(ConfigError):
         sb.run(ADD, ADD_TESTS, timeout=-1)
+
+
+def test_feedback_shows_a_computed_expected_value(sb):
+    tests = TestSuite("assert", setup="def want():\n    return [1, 2]\n", asserts=("assert pair() == want()",))
+    r = sb.run("def pair():\n    return [2, 1]\n", tests)
+    assert "Actual output: [2, 1]" in r.feedback and "Expected output: [1, 2]" in r.feedback
+    r = sb.run("def pair():\n    return [2, 1]\n", TestSuite("assert", asserts=("assert pair() == [1, 2]",)))
+    assert "Expected output" not in r.feedback  # a literal is already in the test text

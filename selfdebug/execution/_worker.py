@@ -141,19 +141,28 @@ def _format_exception(exc, max_frames=5):
     return "".join(x if x.endswith("\n") else x + "\n" for x in lines).rstrip()
 
 
+def _value_text(node, namespace):
+    text = repr(eval(compile(ast.Expression(node), "<test>", "eval"), namespace))
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def _actual_value_note(test_source, namespace):
-    """For ``assert call(...) == expected``, what the call returned, so the model sees the actual output."""
+    """For ``assert call(...) == expected``, what the call returned, so the model sees the actual output; and
+    the expected value too when the test computes it rather than spelling it out."""
+    note = ""
     try:
         node = ast.parse(test_source).body[-1]
         if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1:
-            left = node.test.left
+            left, right = node.test.left, node.test.comparators[0]
             if isinstance(left, ast.Call):
-                value = eval(compile(ast.Expression(left), "<test>", "eval"), namespace)
-                text = repr(value)
-                return "\nActual output: " + (text if len(text) <= 300 else text[:300] + "...")
+                note = "\nActual output: " + _value_text(left, namespace)
+                try:
+                    ast.literal_eval(right)
+                except ValueError:
+                    note += "\nExpected output: " + _value_text(right, namespace)
     except BaseException:  # noqa: BLE001 - the note is best effort; the verdict is already decided
         pass
-    return ""
+    return note
 
 
 def _child_harness(job, channel_write, write, exit_now):

@@ -1,6 +1,6 @@
 """``python -m selfdebug.evaluate``: pass@k of the initial code and after each round of self-debugging.
 
-    python -m selfdebug.evaluate +exp=quickstart                      # offline: HumanEval, tiny model
+    python -m selfdebug.evaluate +exp=eval_quickstart                    # offline: HumanEval, tiny model
     python -m selfdebug.evaluate benchmark=mbpp model=reference       # sanity check: pass@1 = 100
     python -m selfdebug.evaluate model=hf model.name_or_path=outputs/sft/... benchmark=mbpp_plus
 

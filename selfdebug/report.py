@@ -119,7 +119,7 @@ def sweep_rows(evals: list[dict], trains: list[dict]) -> list[list]:
         if v is not None:
             cells[("evaluate", e["benchmark"], cell_key(e["overrides"]), "final pass@1")].append(v)
     for t in trains:
-        key = "reward/total" if t["stage"] == "rl" else "loss"
+        key = "reward/total" if t["stage"] == "rl" else "train/loss"
         v = final_training_metric(t, key)
         if v is not None:
             cells[(t["stage"], "-", cell_key(t["overrides"]), f"final {key}")].append(v)
@@ -174,7 +174,8 @@ def plot_training(trains: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for stage, prefixes in (("rl", ("reward/", "kl")), ("sft", ("loss",))):
+    for stage, prefixes in (("rl", ("reward/total", "reward/r_", "reward/s_", "objective/kl")),
+                            ("sft", ("train/loss", "train/lr", "heldout/loss"))):
         runs = [t for t in trains if t["stage"] == stage]
         keys = sorted({k for t in runs for r in t["metrics"] for k, v in r.items()
                        if k.startswith(prefixes) and isinstance(v, (int, float))})

@@ -46,7 +46,7 @@ def test_report_training_curves(tmp_path):
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("stage: rl\nseed: 1\n")
     (run / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": i, "reward/total": i / 10, "reward/code": i / 20, "kl": 0.01 * i}) + "\n" for i in range(20)))
+        json.dumps({"step": i, "reward/total": i / 10, "reward/r_code": i / 20, "objective/kl": 0.01 * i}) + "\n" for i in range(20)))
     out = tmp_path / "report"
     subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path), "-o", str(out)], check=True,
                    cwd=REPO, capture_output=True, timeout=300)

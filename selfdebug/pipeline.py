@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from selfdebug.cli import user_errors
 from selfdebug.errors import SelfDebugError

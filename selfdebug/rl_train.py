@@ -159,6 +159,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         check_target_modules,
         enable_gradient_checkpointing,
         latest_checkpoint,
+        resume_checkpoint,
         save_final,
     )
     from selfdebug.rewards import ReferenceIndex
@@ -224,14 +225,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
              settings.batch_size, settings.prompts_per_step, settings.samples_per_prompt, f"{n_trainable:,}", source)
 
     ckpt_dir = run_dir / "checkpoints"
-    resume = cfg.get("resume", "auto")
-    ckpt_path = None
-    if resume == "auto":
-        ckpt_path = latest_checkpoint(ckpt_dir)
-    elif resume:
-        ckpt_path = Path(str(resume)).expanduser()
-        if not ckpt_path.is_file():
-            raise ConfigError(f"resume: checkpoint {str(ckpt_path)!r} does not exist")
+    ckpt_path = resume_checkpoint(cfg.get("resume", "auto"), ckpt_dir)
 
     # ---- train
     cfg = _group_for_sweep(cfg)

@@ -110,6 +110,7 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
         check_target_modules,
         enable_gradient_checkpointing,
         latest_checkpoint,
+        resume_checkpoint,
         save_final,
     )
     from selfdebug.models import load_causal_lm
@@ -161,14 +162,7 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
     module = SFTModule(model, settings, plan.total_steps, plan.steps_per_epoch,
                        trainable_only_checkpoints=lora.enabled)
     ckpt_dir = run_dir / "checkpoints"
-    resume = cfg.get("resume", "auto")
-    ckpt_path = None
-    if resume == "auto":
-        ckpt_path = latest_checkpoint(ckpt_dir)
-    elif resume:
-        ckpt_path = Path(str(resume)).expanduser()
-        if not ckpt_path.is_file():
-            raise ConfigError(f"resume: checkpoint {str(ckpt_path)!r} does not exist")
+    ckpt_path = resume_checkpoint(cfg.get("resume", "auto"), ckpt_dir)
     stop = min(plan.total_steps, settings.stop_after or plan.total_steps)
 
     # ---- train

@@ -29,7 +29,6 @@ import copy
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ from selfdebug.lit.ppo_math import (
     policy_loss,
     value_loss,
 )
-from selfdebug.lit.sft import make_optimizer, stop_token_ids, trainable_parameters
+from selfdebug.lit.sft import make_optimizer, save_step_checkpoint, stop_token_ids, trainable_parameters
 from selfdebug.problems import Problem
 from selfdebug.prompts import (
     END,
@@ -873,15 +872,7 @@ class PPOCheckpoint(pl.Callback):
         step = pl_module.ppo_step
         stop = self.stop_after is not None and step >= self.stop_after and step < self.total_steps
         if (self.every and step % self.every == 0) or step == self.total_steps or stop:
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            final = self.dirpath / f"step-{step:07d}.ckpt"
-            tmp = self.dirpath / f".step-{step:07d}.ckpt.tmp"
-            trainer.save_checkpoint(tmp)
-            if trainer.is_global_zero:
-                os.replace(tmp, final)
-                found = sorted(self.dirpath.glob("step-*.ckpt"))
-                for old in found[: max(0, len(found) - self.keep)]:
-                    old.unlink(missing_ok=True)
+            save_step_checkpoint(trainer, self.dirpath, step, self.keep)
         if stop:
             trainer.should_stop = True
 

@@ -379,26 +379,43 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume_checkpoint(resume, ckpt_dir: Path) -> Path | None:
+    """The checkpoint a run continues from: ``resume`` is "auto" (the newest in ``ckpt_dir``, if any), a false
+    value (start fresh) or a path that must exist (config key ``resume``)."""
+    if resume == "auto":
+        return latest_checkpoint(ckpt_dir)
+    if not resume:
+        return None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"resume: checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def save_step_checkpoint(trainer, dirpath: Path, step: int, keep: int) -> None:
+    """A Lightning checkpoint for ``step``, written under a temporary name and renamed; the newest ``keep`` stay."""
+    dirpath.mkdir(parents=True, exist_ok=True)
+    final = dirpath / f"step-{step:07d}.ckpt"
+    tmp = dirpath / f".step-{step:07d}.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, final)
+        found = sorted(dirpath.glob("step-*.ckpt"))
+        for old in found[: max(0, len(found) - keep)]:
+            old.unlink(missing_ok=True)
+
+
 class StepCheckpoint(pl.Callback):
     """A Lightning checkpoint every ``every`` steps and at the last step (``trainer.max_steps``, which is
-    ``sft.stop_after`` when set). Written under a temporary name and renamed; the newest ``keep`` stay."""
+    ``sft.stop_after`` when set)."""
 
     def __init__(self, dirpath: Path, every: int, keep: int):
         self.dirpath, self.every, self.keep = Path(dirpath), int(every), int(keep)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not ((self.every and step % self.every == 0) or step == trainer.max_steps):
-            return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        final = self.dirpath / f"step-{step:07d}.ckpt"
-        tmp = self.dirpath / f".step-{step:07d}.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, final)
-            found = sorted(self.dirpath.glob("step-*.ckpt"))
-            for old in found[: max(0, len(found) - self.keep)]:
-                old.unlink(missing_ok=True)
+        if (self.every and step % self.every == 0) or step == trainer.max_steps:
+            save_step_checkpoint(trainer, self.dirpath, step, self.keep)
 
 
 # ------------------------------------------------------------------------------------------------ saving

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import sys
+import warnings
 
 from omegaconf import OmegaConf
 
@@ -19,6 +20,9 @@ log = logging.getLogger("selfdebug")
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+# conf/hydra/launcher/{joblib,submitit_*}.yaml share their names with the plugins' schemas on purpose (Hydra 1.3
+# still validates them against those schemas); the warning that says so on every run is noise.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 def _data_dir() -> str:

@@ -149,8 +149,9 @@ def run(cfg: DictConfig) -> dict:
             logger.log({f"{source}/{k}": v for k, v in s.items()}, step=1)
         logger.summary({"records": stats["records"], "records_correct": stats["records_correct"],
                         "sources": stats["sources"], "dataset": str(out_dir)})
-        if logger.wandb_run is not None and cfg.logger.get("mode") == "online":
-            logger.artifact(out_dir, name=f"dataset-{cfg.data.name}", type="dataset")
+        # Offline too: the artifact is staged in the offline run and uploaded by `wandb sync`.
+        logger.artifact(out_dir, name=f"{cfg.data.name}-{cfg.model.name}-{cfg.teacher.name}", type="dataset",
+                        metadata={"records": stats["records"], "records_correct": stats["records_correct"]})
         exit_code = 0
     finally:
         logger.finish(exit_code)

@@ -7,6 +7,10 @@
 The run dir gets samples.jsonl (one line per judged program), results.json (pass@k per round with bootstrap
 intervals, refinement rates), metrics.jsonl, summary.json and the W&B run. Re-running with the same
 ``hydra.run.dir`` resumes after the last finished round.
+
+With ``judge=openai`` (or ``judge=hf``) an LLM judge then scores every explanation on the rubric in
+``conf/judge/rubric/`` (correctness and helpfulness, 1-5): each row of samples.jsonl gets its verdict, results.json
+its means with bootstrap intervals (``judge``). Re-running on a finished run dir with a judge only adds the scores.
 """
 
 from __future__ import annotations
@@ -50,6 +54,43 @@ def settings_from_config(cfg: DictConfig):
                         confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed))
 
 
+def judge_from_config(cfg: DictConfig):
+    """(rubric, settings) of the ``judge`` group, or None for judge=none; checked before any model loads."""
+    if cfg.judge.get("generator") is None:
+        return None
+    if str(cfg.mode) != "explain_refine":
+        # Not an error: a sweep over both modes with one judge setting still runs its refine jobs.
+        log.warning("judge=%s skipped: mode=%s asks for code only, so there are no explanations to score",
+                    cfg.judge.name, cfg.mode)
+        return None
+    from selfdebug.generation import SamplingParams
+    from selfdebug.judge import JudgeSettings, Rubric
+
+    rubric = Rubric.from_dict(OmegaConf.to_container(cfg.judge.rubric, resolve=True))
+    rounds = cfg.judge.get("rounds")
+    max_items = cfg.judge.get("max_items")
+    settings = JudgeSettings(sampling=SamplingParams(**OmegaConf.to_container(cfg.judge.sampling, resolve=True)),
+                             rounds=None if rounds is None else tuple(int(r) for r in rounds),
+                             max_items=None if max_items is None else int(max_items),
+                             chunk_size=int(cfg.judge.chunk_size), seed=int(cfg.seed))
+    return rubric, settings
+
+
+def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir: Path) -> dict:
+    """Scores the run's explanations (verdicts land in ``rows``) and returns results.json's ``judge`` entry."""
+    from selfdebug.judge import judge_rows, summarize_judge
+
+    rubric, settings = setup
+    judge = hydra.utils.instantiate(cfg.judge.generator)
+    try:
+        info = judge_rows(rows, problems, judge, rubric, settings, checkpoint_dir=run_dir / "checkpoints",
+                          progress=bool(cfg.progress))
+    finally:
+        judge.close()
+    return summarize_judge(rows, info, int(cfg.bootstrap.n_resamples), float(cfg.bootstrap.confidence),
+                           int(cfg.seed))
+
+
 def run(cfg: DictConfig) -> dict:
     from selfdebug.evaluation import run_self_debug, summarize
     from selfdebug.execution import Sandbox, SandboxConfig
@@ -59,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
     seed_everything(int(cfg.seed))
     # Everything that can be checked cheaply is checked before the model loads.
     settings = settings_from_config(cfg)
+    judge_setup = judge_from_config(cfg)
     sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
     log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
@@ -76,6 +118,9 @@ def run(cfg: DictConfig) -> dict:
                                   progress=bool(cfg.progress), on_round=on_round)
             results = summarize(rows, problems, settings)
             results.update(benchmark=cfg.benchmark.name, model=cfg.model.name, sandbox=sandbox.stats())
+        if judge_setup is not None:
+            generator.close()  # a local judge model may need the memory the evaluated model holds
+            results["judge"] = run_judge(cfg, judge_setup, rows, problems, run_dir)
         write_jsonl_atomic(run_dir / "samples.jsonl", rows)
         for entry in results["rounds"]:
             logger.log({f"round_{entry['round']}/{k}": v["value"] for k, v in entry.items() if k.startswith("pass@")})
@@ -83,10 +128,23 @@ def run(cfg: DictConfig) -> dict:
         logger.table("refinements", ["task_id", "round", "sample_index", "explanation", "solution", "status"],
                      [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["solution"], r["status"]]
                       for r in refined])
+        if "judge" in results:
+            judged = [r for r in rows if r.get("judge")][:500]
+            logger.log({f"judge/{axis}": results["judge"][axis]["mean"] for axis in ("correctness", "helpfulness")
+                        if results["judge"][axis]["mean"] is not None}
+                       | {"judge/scored": results["judge"]["scored"],
+                          "judge/judge_unparsed": results["judge"]["judge_unparsed"]})
+            logger.table("judge", ["task_id", "round", "sample_index", "explanation", "correctness", "helpfulness",
+                                   "status"],
+                         [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["judge"].get("correctness"),
+                           r["judge"].get("helpfulness"), r["judge"]["status"]] for r in judged])
         write_json_atomic(run_dir / "results.json", results)  # last: its presence means the run is complete
         logger.summary({"benchmark": results["benchmark"], "model": results["model"],
                         "pass@k_initial": results["pass@k_initial"], "pass@k_final": results["pass@k_final"],
-                        "success_refinement_rate": results["success_refinement_rate"]})
+                        "success_refinement_rate": results["success_refinement_rate"],
+                        **({"judge": {k: results["judge"][k] for k in ("judge", "scored", "judge_unparsed",
+                                                                        "correctness", "helpfulness")}}
+                           if "judge" in results else {})})
         exit_code = 0
     finally:
         logger.finish(exit_code)
@@ -94,6 +152,12 @@ def run(cfg: DictConfig) -> dict:
     line = ", ".join(f"{k} {v:.2f} -> {results['pass@k_final'][k]:.2f}" for k, v in results["pass@k_initial"].items())
     print(f"{results['benchmark']} / {results['model']}: {line}; refinement rate "
           f"{results['success_refinement_rate']:.2f}%\nresults: {run_dir / 'results.json'}", flush=True)
+    if "judge" in results:
+        j = results["judge"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"judge {j['judge']}: correctness {fmt(j['correctness']['mean'])}, helpfulness "
+              f"{fmt(j['helpfulness']['mean'])} over {j['scored']} explanations ({j['judge_unparsed']} unparsed)",
+              flush=True)
     return results
 
 

@@ -1,4 +1,5 @@
-"""One generation interface for every stage: transformers, the reference sanity check, OpenAI-compatible HTTP.
+"""One generation interface for every stage: transformers, the reference sanity check, OpenAI-compatible HTTP,
+and vLLM (``selfdebug.vllm_backend.VLLMGenerator``, an optional extra).
 
 A ``Generator`` turns chat requests into ``params.n`` completions each. Prompts are rendered by
 ``selfdebug.prompts`` so every backend sees the same text.
@@ -218,11 +219,12 @@ class ReferenceGenerator(Generator):
         return out
 
 
-GENERATOR_KINDS = ("hf", "reference", "openai")
+GENERATOR_KINDS = ("hf", "reference", "openai", "vllm")
 
 
 def build_generator(kind: str, **kwargs: Any) -> Generator:
-    """``"hf"`` → HFGenerator, ``"reference"`` → ReferenceGenerator, ``"openai"`` → OpenAIGenerator."""
+    """``"hf"`` → HFGenerator, ``"reference"`` → ReferenceGenerator, ``"openai"`` → OpenAIGenerator,
+    ``"vllm"`` → VLLMGenerator (selfdebug/vllm_backend.py, the optional ``vllm`` extra)."""
     if kind == "hf":
         return HFGenerator(**kwargs)
     if kind == "reference":
@@ -231,4 +233,8 @@ def build_generator(kind: str, **kwargs: Any) -> Generator:
         from selfdebug.openai_client import OpenAIGenerator
 
         return OpenAIGenerator(**kwargs)
+    if kind == "vllm":
+        from selfdebug.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(**kwargs)
     raise ConfigError(f"generation.kind: unknown generator kind {kind!r}; expected one of {GENERATOR_KINDS}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,8 +52,10 @@ def _run_stage(name: str, module: str, run_dir: Path, overrides: list[str]) -> N
 
 def run(cfg: DictConfig) -> dict:
     root = Path(HydraConfig.get().runtime.output_dir)
-    logger = "logger=wandb" if cfg.wandb else "logger=none"
-    common = [f"model={cfg.model}", f"seed={cfg.seed}", logger]
+    # One W&B group for all the stages of this pipeline; the tags (model:, stage:, ...) tell them apart.
+    group = re.sub(r"[^\w.-]+", "_", f"pipeline-{root.name}")
+    logger = ["logger=wandb", f"logger.group={group}"] if cfg.wandb else ["logger=none"]
+    common = [f"model={cfg.model}", f"seed={cfg.seed}", *logger]
     extra = lambda key: [str(o) for o in (cfg[key].overrides or [])]  # noqa: E731
     dirs = {"collect": root / "collect", "sft": root / "sft", "rl": root / "rl"}
     dataset = dirs["collect"] / "dataset"
@@ -76,7 +79,7 @@ def run(cfg: DictConfig) -> dict:
             run_dir = root / "evaluate" / label
             eval_dirs.append(run_dir)
             _run_stage(f"evaluate:{label}", "selfdebug.evaluate", run_dir,
-                       model + [f"label={label}", f"seed={cfg.seed}", logger] + extra("evaluate"))
+                       model + [f"label={label}", f"seed={cfg.seed}", *logger] + extra("evaluate"))
     report = None
     if cfg.report:
         from selfdebug.report import write_report

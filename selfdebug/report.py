@@ -7,6 +7,7 @@ It reads every evaluation (``results.json``) and training run (``metrics.jsonl``
 
 - Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after refinement;
 - Table 4: success refinement rate;
+- explanation quality scored by the LLM judge (``judge=openai|hf``), correctness and helpfulness 1-5;
 - pass@k by refinement round per model (PNG), and reward terms and KL over training steps (PNG);
 - sweep summaries: runs that differ only in ``seed`` form a cell; mean and 95% confidence interval per cell.
 
@@ -86,6 +87,22 @@ def table4_rows(evals: list[dict]) -> list[list]:
         res = e["results"]
         rows.append([e["label"], e["mode"], e["benchmark"], res.get("initial_wrong", "-"),
                      f"{res.get('success_refinement_rate', 0.0):.2f}"])
+    return rows
+
+
+def judge_rows(evals: list[dict]) -> list[list]:
+    """Explanation quality by the LLM judge (runs evaluated with judge=openai|hf): mean [95% CI] per axis."""
+    def cell(entry: dict) -> str:
+        if entry.get("mean") is None:
+            return "-"
+        return f"{entry['mean']:.2f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
+
+    rows = []
+    for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
+        j = e["results"].get("judge")
+        if j:
+            rows.append([e["label"], e["mode"], e["benchmark"], j["judge"], j["scored"], j["judge_unparsed"],
+                         cell(j["correctness"]), cell(j["helpfulness"])])
     return rows
 
 
@@ -219,6 +236,8 @@ def _html_table(header: list[str], rows: list[list]) -> str:
 
 T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined", "pass@10 initial", "pass@10 refined", "rounds"]
 T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate (%)"]
+TJ = ["model", "mode", "benchmark", "judge", "explanations scored", "unparsed", "correctness (1-5)",
+      "helpfulness (1-5)"]
 SW = ["kind", "benchmark", "cell (overrides, seed excluded)", "metric", "seeds", "mean", "95% CI"]
 
 
@@ -232,6 +251,9 @@ def write_report(paths: list[Path], out: Path) -> dict:
     if evals:
         sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
         sections.append(("Success refinement rate (Table 4 layout)", T4, table4_rows(evals)))
+        judged = judge_rows(evals)
+        if judged:
+            sections.append(("Explanation quality (LLM judge, mean [95% CI])", TJ, judged))
     sweeps = sweep_rows(evals, trains)
     if sweeps:
         sections.append(("Sweep cells (mean over seeds)", SW, sweeps))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from selfdebug.cli import seed_everything, user_errors
 from selfdebug.errors import ConfigError, DataError
@@ -110,21 +110,6 @@ def load_policy(source: str, dtype, cfg: DictConfig):
     return model, tokenizer, True
 
 
-def _group_for_sweep(cfg: DictConfig) -> DictConfig:
-    """In a --multirun sweep, W&B runs share a group: the sweep folder's name (unless logger.group is set)."""
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return cfg
-    from hydra.types import RunMode
-
-    if hc.mode == RunMode.MULTIRUN and cfg.get("logger") is not None and not cfg.logger.get("group"):
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.logger.group = f"sweep-{Path(hc.sweep.dir).name}"
-    return cfg
-
-
 def final_figures(history: list[dict], window: int) -> dict:
     """The mean of each headline figure over the last ``window`` steps."""
     import math
@@ -138,6 +123,23 @@ def final_figures(history: list[dict], window: int) -> dict:
     return out
 
 
+def check_data_parallel(settings, world: int, strategy: str) -> None:
+    """The step's prompts split evenly over ``world`` ranks, and each rank's share of a minibatch splits into
+    micro-batches; under DeepSpeed one micro-batch per rank and optimizer step."""
+    if settings.prompts_per_step % world:
+        raise ConfigError(f"rl.batch_size = {settings.batch_size} ({settings.prompts_per_step} prompts x "
+                          f"rl.samples_per_prompt = {settings.samples_per_prompt}): the prompts of a step must split "
+                          f"evenly over trainer.devices = {world}")
+    from selfdebug.lit.distributed import check_divisible
+
+    per_rank = check_divisible(settings.mini_batch_size, settings.micro_batch_size, world,
+                               ("rl.mini_batch_size", "rl.micro_batch_size"))
+    if strategy == "deepspeed" and per_rank != 1:
+        raise ConfigError(f"rl.micro_batch_size = {settings.micro_batch_size}: under trainer=deepspeed each rank runs "
+                          f"one micro-batch per optimizer step; set rl.micro_batch_size="
+                          f"{settings.mini_batch_size // world} (rl.mini_batch_size / trainer.devices)")
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
@@ -145,6 +147,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
     from selfdebug.execution import Sandbox, SandboxConfig
     from selfdebug.lit.data import load_records
+    from selfdebug.lit.distributed import (
+        build_trainer,
+        check_launch,
+        check_trainer,
+        full_parameters,
+        rank_fingerprints,
+        summed_over_ranks,
+    )
     from selfdebug.lit.ppo import (
         PPOCheckpoint,
         PPOModule,
@@ -163,8 +173,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         save_final,
     )
     from selfdebug.rewards import ReferenceIndex
-    from selfdebug.tracking import logger_from_config
-    from selfdebug.train import check_single_device, resolve_precision, weights_dtype
+    from selfdebug.train import run_logger_for, trainer_config, weights_dtype
 
     run_dir = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +197,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
                           f"rl.sft_checkpoint=outputs/train/sft/<model>/<time>/model")
     settings = PPOSettings.from_dict(_container(cfg.rl))
     lora = LoraSettings(**_container(cfg.get("peft") or {}))
-    check_single_device(cfg.trainer)
+    tcfg = trainer_config(cfg)
+    strategy = check_trainer(tcfg, lora=lora.enabled, merge=lora.merge)
     reward = build_reward(cfg)
     sft_path = resolve_sft_checkpoint(settings.sft_checkpoint)
     sandbox_config = SandboxConfig(**_container(cfg.get("sandbox") or {}))
@@ -209,6 +219,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     source = str(sft_path) if sft_path is not None else str(cfg.model.name_or_path)
     dtype = weights_dtype(settings.dtype, lora.enabled, str(cfg.trainer.get("accelerator", "cpu")))
     policy, tokenizer, sft_was_adapter = load_policy(source, dtype, cfg)
+    if strategy == "fsdp" and lora.enabled and sft_was_adapter:
+        raise ConfigError(f"rl.sft_checkpoint: {source} is a LoRA adapter, so the RL adapter must be merged into "
+                          "its base when saved, which trainer=fsdp does not do; use trainer=ddp with peft=lora, or "
+                          "merge the SFT adapter first (peft.merge=true in the SFT run)")
     items, counts = build_items(trajectories, tokenizer, settings.mode, settings.offline, settings.max_prompt_length)
     if not items:
         raise DataError(f"dataset.path: every one of the {counts['wrong_programs']} wrong programs' prompts is "
@@ -227,22 +241,25 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = resume_checkpoint(cfg.get("resume", "auto"), ckpt_dir)
 
+    # The Trainer knows the ranks: built now (nothing starts until fit), so the batch checks still come first.
+    callbacks = [PPOCheckpoint(ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints, settings.stop_after,
+                               settings.total_steps)]
+    trainer = build_trainer(tcfg, lora=lora.enabled, max_grad_norm=settings.max_grad_norm, max_epochs=1,
+                            max_steps=-1, callbacks=callbacks, default_root_dir=str(run_dir),
+                            enable_checkpointing=False, logger=False, use_distributed_sampler=False)
+    world = trainer.world_size
+    check_data_parallel(settings, world, strategy)
+    check_launch(trainer)
+    rank0 = trainer.is_global_zero
+
     # ---- train
-    cfg = _group_for_sweep(cfg)
-    run_logger = logger_from_config(cfg, run_dir, _container(cfg), job_type="rl")
-    sandbox = Sandbox(sandbox_config)
+    run_logger = run_logger_for(trainer, cfg, run_dir, "rl")
+    sandbox = Sandbox(sandbox_config)  # one per rank: each judges its own rollouts
     exit_code, start = 1, time.time()
     try:
         module = PPOModule(policy, tokenizer, reward, sandbox, items, settings, seed=seed, lora=lora.enabled,
-                           run_logger=run_logger, run_dir=run_dir)
+                           run_logger=run_logger if rank0 else None, run_dir=run_dir if rank0 else None)
         stream = PromptStream(len(items), settings.prompts_per_step, settings.total_steps, seed=seed)
-        tcfg = _container(cfg.trainer)
-        tcfg["precision"] = resolve_precision(tcfg.get("precision", "32-true"))
-        callbacks = [PPOCheckpoint(ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints,
-                                   settings.stop_after, settings.total_steps)]
-        trainer = hydra.utils.instantiate(tcfg, max_epochs=1, max_steps=-1, callbacks=callbacks,
-                                          default_root_dir=str(run_dir), enable_checkpointing=False, logger=False,
-                                          use_distributed_sampler=False, _convert_="all")
         if ckpt_path is not None:
             log.info("resuming from %s", ckpt_path)
         with warnings.catch_warnings():
@@ -258,19 +275,32 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
                    "peft": "lora" if lora.enabled else "none", "trainable_parameters": n_trainable,
                    "final": final_figures(module.history, settings.summary_window),
                    "first": final_figures(module.history[:1], 1), "seconds": round(time.time() - start, 2),
-                   "resumed_from": str(ckpt_path) if ckpt_path else None, "sandbox": sandbox.stats(),
-                   "references": references.stats(), **counts}
-        if finished and trainer.is_global_zero:
-            torch.save(module.value_head.state_dict(), run_dir / "value_head.pt")
-            save_final(module.policy, tokenizer, model_dir, merge_lora=lora.merge or sft_was_adapter,
-                       info={"stage": "rl", "base": source, "steps": steps, "rl": _container(cfg.rl),
-                             "reward": _container(cfg.reward), "peft": _container(cfg.get("peft") or {})})
-            summary["model_dir"] = str(model_dir)
+                   "resumed_from": str(ckpt_path) if ckpt_path else None,
+                   "sandbox": summed_over_ranks(sandbox.stats()),  # every rank's sandbox, summed
+                   "references": references.stats(), "devices": world, "strategy": strategy, **counts}
+        ranks = rank_fingerprints(module, kl_coef=module.kl_ctl.value, ppo_step=module.ppo_step)
+        if ranks is not None:  # every rank took part; each rank's values, in rank order
+            summary["ranks"] = ranks
+        if finished:
+            # FSDP2: every rank gathers the full weights onto rank 0 (else these are None), and rank 0 writes
+            with full_parameters(module.policy) as state, full_parameters(module.value_head) as head:
+                if rank0:
+                    torch.save(head if head is not None else module.value_head.state_dict(), run_dir / "value_head.pt")
+                    save_final(module.policy, tokenizer, model_dir, merge_lora=lora.merge or sft_was_adapter,
+                               state_dict=state,
+                               info={"stage": "rl", "base": source, "steps": steps, "rl": _container(cfg.rl),
+                                     "reward": _container(cfg.reward), "peft": _container(cfg.get("peft") or {}),
+                                     "devices": world, "strategy": strategy})
+                    summary["model_dir"] = str(model_dir)
         run_logger.summary(summary)
+        if "model_dir" in summary:  # the W&B model artifact (logger.artifacts.model: reference by default)
+            run_logger.artifact(model_dir, name=f"rl-{cfg.model.name}", type="model")
         exit_code = 0
     finally:
         sandbox.close()
         run_logger.finish(exit_code)
+    if not rank0:
+        return summary
     if finished:
         final = summary["final"]
         print(f"RL done: {steps} PPO steps, reward {final.get('reward/total', float('nan')):.3f}, pass rate "

@@ -37,16 +37,21 @@ def _container(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
-def check_single_device(tcfg: DictConfig) -> None:
-    """SFT runs on one device for now: ``trainer.devices`` must be 1 (or a one-element list)."""
-    devices = tcfg.get("devices", 1)
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
-    one = devices == 1 or (not isinstance(devices, (int, str)) and len(devices) == 1) \
-        or (devices in ("auto", -1) and str(tcfg.get("accelerator")) == "cpu")
-    if not one or int(tcfg.get("num_nodes", 1)) > 1:
-        raise ConfigError(f"trainer.devices = {devices}: SFT runs on one device for now (multi-device sharding "
-                          "is not implemented); set trainer.devices=1, or peft=lora to fit a large model on one GPU")
+def trainer_config(cfg: DictConfig) -> dict:
+    """The ``trainer`` group as a dict with its precision resolved for this machine."""
+    tcfg = _container(cfg.trainer)
+    tcfg["precision"] = resolve_precision(tcfg.get("precision", "32-true"))
+    return tcfg
+
+
+def run_logger_for(trainer, cfg: DictConfig, run_dir: Path, job_type: str):
+    """Rank 0 keeps the run's records (metrics.jsonl, summary.json, W&B); the other ranks log nothing."""
+    from selfdebug.lit.distributed import NullRunLogger
+    from selfdebug.tracking import logger_from_config
+
+    if not trainer.is_global_zero:
+        return NullRunLogger()
+    return logger_from_config(cfg, run_dir, _container(cfg), job_type=job_type)
 
 
 def resolve_precision(precision) -> str:
@@ -99,6 +104,14 @@ def load_examples(cfg: DictConfig, seed: int):
 def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
 
     from selfdebug.lit.data import StepBatches, plan_batches, tokenize_examples
+    from selfdebug.lit.distributed import (
+        build_trainer,
+        check_divisible,
+        check_launch,
+        check_trainer,
+        full_parameters,
+        rank_fingerprints,
+    )
     from selfdebug.lit.sft import (
         HeldOutEval,
         LoraSettings,
@@ -114,7 +127,6 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
         save_final,
     )
     from selfdebug.models import load_causal_lm
-    from selfdebug.tracking import logger_from_config
 
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"
@@ -129,7 +141,8 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(seed)
     settings = SFTSettings(**_container(cfg.sft))
     lora = LoraSettings(**_container(cfg.peft))
-    check_single_device(cfg.trainer)
+    tcfg = trainer_config(cfg)
+    strategy = check_trainer(tcfg, lora=lora.enabled, merge=lora.merge)
     train_ex, heldout_ex, counts = load_examples(cfg, seed)
 
     model, tokenizer = load_causal_lm(
@@ -150,35 +163,41 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model.train()
+    stop = min(plan.total_steps, settings.stop_after or plan.total_steps)
+    # The Trainer knows the ranks: built now (nothing starts until fit), so every check below still runs first.
+    trainer = build_trainer(tcfg, lora=lora.enabled, max_grad_norm=settings.max_grad_norm, max_steps=stop,
+                            max_epochs=1, default_root_dir=str(run_dir), enable_checkpointing=False, logger=False,
+                            use_distributed_sampler=False)
+    world = trainer.world_size
+    accumulation = check_divisible(settings.batch_size, settings.micro_batch_size, world,
+                                   ("sft.batch_size", "sft.micro_batch_size"))
+    if strategy == "deepspeed" and accumulation != 1:
+        raise ConfigError(f"sft.micro_batch_size = {settings.micro_batch_size}: under trainer=deepspeed each rank "
+                          f"runs one micro-batch per step (the engine does its own accumulation); set "
+                          f"sft.micro_batch_size={settings.batch_size // world} (sft.batch_size / trainer.devices)")
+    check_launch(trainer)
 
     kinds = Counter(x.kind for x in train_tok)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("SFT: %d training examples %s (%d over dataset.max_length dropped), %d held out; %d steps of %d "
-             "examples (%d x %d micro-batches); %s trainable parameters", len(train_tok), dict(kinds), dropped,
-             len(heldout_tok), plan.total_steps, plan.batch_size, plan.accumulation, plan.micro_batch_size,
-             f"{n_trainable:,}")
+             "examples (%d rank(s) x %d x %d micro-batches); %s trainable parameters", len(train_tok), dict(kinds),
+             dropped, len(heldout_tok), plan.total_steps, plan.batch_size, world, accumulation,
+             plan.micro_batch_size, f"{n_trainable:,}")
 
-    stream = StepBatches(train_tok, plan, tokenizer.pad_token_id, seed=seed)
+    stream = StepBatches(train_tok, plan, tokenizer.pad_token_id, seed=seed, rank=trainer.global_rank, world=world)
     module = SFTModule(model, settings, plan.total_steps, plan.steps_per_epoch,
                        trainable_only_checkpoints=lora.enabled)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = resume_checkpoint(cfg.get("resume", "auto"), ckpt_dir)
-    stop = min(plan.total_steps, settings.stop_after or plan.total_steps)
 
     # ---- train
-    config_dict = _container(cfg)
-    run_logger = logger_from_config(cfg, run_dir, config_dict, job_type="sft")
+    run_logger = run_logger_for(trainer, cfg, run_dir, "sft")
     metrics = MetricsLog(run_logger, every=int(cfg.get("log_every", 1)))
-    callbacks = [metrics,
-                 HeldOutEval(heldout_tok, tokenizer, run_logger, run_dir, settings.eval_every,
-                             settings.eval_max_examples, settings.samples, settings.sample_max_new_tokens,
-                             settings.micro_batch_size),
-                 StepCheckpoint(ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints)]
-    tcfg = _container(cfg.trainer)
-    tcfg["precision"] = resolve_precision(tcfg.get("precision", "32-true"))
-    trainer = hydra.utils.instantiate(tcfg, max_steps=stop, max_epochs=1, callbacks=callbacks,
-                                      default_root_dir=str(run_dir), enable_checkpointing=False, logger=False,
-                                      use_distributed_sampler=False, _convert_="all")
+    trainer.callbacks.extend([
+        metrics,
+        HeldOutEval(heldout_tok, tokenizer, run_logger, run_dir, settings.eval_every, settings.eval_max_examples,
+                    settings.samples, settings.sample_max_new_tokens, settings.micro_batch_size),
+        StepCheckpoint(ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints)])
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
     exit_code = 1
@@ -197,16 +216,28 @@ def run_sft(cfg: DictConfig, run_dir: Path) -> dict:
                    "examples_by_kind": dict(kinds), "heldout_examples": len(heldout_tok),
                    "dropped_over_max_length": dropped, "trainable_parameters": n_trainable,
                    "peft": "lora" if lora.enabled else "none", "seconds": round(time.time() - start, 2),
-                   "resumed_from": str(ckpt_path) if ckpt_path else None, **counts}
-        if finished and trainer.is_global_zero:
-            save_final(module.model, tokenizer, model_dir, merge_lora=lora.merge, save_dtype=settings.save_dtype,
-                       info={"base": str(cfg.model.name_or_path), "steps": step, "sft": asdict(settings),
-                             "peft": asdict(lora) if lora.enabled else None})
-            summary["model_dir"] = str(model_dir)
+                   "resumed_from": str(ckpt_path) if ckpt_path else None, "devices": world,
+                   "strategy": strategy, **counts}
+        ranks = rank_fingerprints(module)  # every rank takes part
+        if ranks is not None:
+            summary["ranks"] = ranks
+        if finished:
+            with full_parameters(module.model) as state:  # FSDP2: every rank gathers, rank 0 writes
+                if trainer.is_global_zero:
+                    save_final(module.model, tokenizer, model_dir, merge_lora=lora.merge,
+                               save_dtype=settings.save_dtype, state_dict=state,
+                               info={"base": str(cfg.model.name_or_path), "steps": step, "sft": asdict(settings),
+                                     "peft": asdict(lora) if lora.enabled else None, "devices": world,
+                                     "strategy": strategy})
+                    summary["model_dir"] = str(model_dir)
         run_logger.summary(summary)
+        if "model_dir" in summary:  # the W&B model artifact (logger.artifacts.model: reference by default)
+            run_logger.artifact(model_dir, name=f"sft-{cfg.model.name}", type="model")
         exit_code = 0
     finally:
         run_logger.finish(exit_code)
+    if not trainer.is_global_zero:
+        return summary
     if finished:
         print(f"SFT done: {step} steps, final loss {summary['final_loss']:.4f}; model: {model_dir}", flush=True)
     else:

@@ -314,10 +314,20 @@ class StepBatches:
     It is resumable: ``state_dict`` records the next step, ``load_state_dict`` makes the next pass start
     there. Lightning saves both with its checkpoints (the stream has a length, so Lightning does not
     prefetch, and the count is exactly the steps taken).
+
+    Under data parallelism (``world`` ranks) every rank computes the same global step and keeps micro-batches
+    ``rank, rank + world, ...`` of it: the ranks' micro-batches together are exactly the one-process step's,
+    neighbours in length go to different ranks (balanced work), and the data order does not depend on the
+    number of ranks (a run can resume on another number of devices).
     """
 
-    def __init__(self, examples: list[TokenizedExample], plan: BatchPlan, pad_id: int, seed: int = 0):
+    def __init__(self, examples: list[TokenizedExample], plan: BatchPlan, pad_id: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         self.examples, self.plan, self.pad_id, self.seed = examples, plan, int(pad_id), int(seed)
+        self.rank, self.world = int(rank), int(world)
+        if not 0 <= self.rank < self.world or plan.batch_size % (plan.micro_batch_size * self.world):
+            raise ConfigError(f"sft.batch_size = {plan.batch_size} must be a multiple of sft.micro_batch_size "
+                              f"({plan.micro_batch_size}) x trainer.devices ({self.world})")
         self._start = 0
         self._next = 0
         self._order_cache: tuple[int, list[int]] | None = None
@@ -345,8 +355,10 @@ class StepBatches:
         return sorted(ids, key=lambda i: (-len(self.examples[i]), i))
 
     def batch(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """This rank's collated micro-batches of step ``step``."""
         ids, mb = self.step_indices(step), self.plan.micro_batch_size
-        return [collate([self.examples[i] for i in ids[j:j + mb]], self.pad_id) for j in range(0, len(ids), mb)]
+        chunks = [ids[j:j + mb] for j in range(0, len(ids), mb)]
+        return [collate([self.examples[i] for i in chunk], self.pad_id) for chunk in chunks[self.rank::self.world]]
 
     def state_dict(self) -> dict:
         return {"next_step": self._next, "n_examples": len(self.examples), "seed": self.seed,

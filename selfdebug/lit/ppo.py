@@ -41,6 +41,17 @@ import torch
 
 from selfdebug.errors import ConfigError, DataError
 from selfdebug.lit.data import answer_text, record_problem
+from selfdebug.lit.distributed import (
+    across_ranks,
+    backward_sync,
+    clip_grad_norm,
+    generate_kwargs,
+    global_mean,
+    rank_world,
+    reduce_metrics,
+    shard_modules,
+    sum_across_ranks,
+)
 from selfdebug.lit.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
@@ -92,6 +103,8 @@ class PPOSettings:
     rollout_logprobs: str = "recompute"  # recompute: old log-probs and values from a forward pass after sampling
     #                                      (exact); generation: kept from sampling itself (one pass fewer; under
     #                                      bf16 the cached decoding differs slightly, so the first ratio is ~1)
+    rollout_engine: str = "hf"  # hf: policy.generate; vllm: a vLLM copy of the policy, weights synced every step
+    vllm: dict = field(default_factory=dict)  # rollout_engine=vllm: engine settings (selfdebug/vllm_backend.py)
     # --- optimisation
     total_steps: int = 200  # PPO steps of the run
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps; resume continues
@@ -182,6 +195,12 @@ class PPOSettings:
                               "reward; use it with rl.mode=refine")
         if self.rollout_logprobs not in ("recompute", "generation"):
             raise ConfigError(f"rl.rollout_logprobs = {self.rollout_logprobs!r}; choose recompute or generation")
+        if self.rollout_engine not in ("hf", "vllm"):
+            raise ConfigError(f"rl.rollout_engine = {self.rollout_engine!r}; choose hf or vllm")
+        if self.rollout_engine == "vllm":
+            from selfdebug.vllm_backend import check_rollout_settings
+
+            check_rollout_settings(self)
 
     @property
     def prompts_per_step(self) -> int:
@@ -505,6 +524,10 @@ class PPOModule(pl.LightningModule):
         self._sandbox_before = dict(sandbox.stats()) if sandbox is not None else {}
 
     # -------------------------------------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        # trainer=fsdp: FSDP2 units for the policy, its reference copy and the value head (else nothing)
+        shard_modules(self, [*self._reference, self.policy, self.value_head])
+
     def configure_optimizers(self):
         s = self.settings
         opt = make_optimizer(self.policy, s.lr, s.weight_decay, s.betas, s.eps)  # the policy (or its LoRA)
@@ -515,6 +538,12 @@ class PPOModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         for ref in self._reference:
             ref.to(self.device)
+
+    def teardown(self, stage: str) -> None:
+        if self.settings.rollout_engine == "vllm":  # free the engine's memory (KV cache, weight copy)
+            from selfdebug.vllm_backend import close_rollout_engine
+
+            close_rollout_engine(self)
 
     def on_train_batch_start(self, batch, batch_idx: int):
         if self.settings.stop_after is not None and self.ppo_step >= self.settings.stop_after:
@@ -532,8 +561,11 @@ class PPOModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> dict:
         s = self.settings
         step = self.ppo_step
-        seed_step(self.seed, step)  # one seed per step: a resumed run samples what an uninterrupted one would
-        items = [self.items[int(i)] for i in batch.tolist() for _ in range(s.samples_per_prompt)]
+        rank, world = rank_world(self)
+        seed_step(self.seed, step, rank)  # one seed per step and rank: a resumed run samples as an uninterrupted one
+        # Data parallel: each rank takes every world-th prompt of the step; whitening, the KL controller and
+        # the logged figures are computed over all ranks below.
+        items = [self.items[int(i)] for i in batch.tolist()[rank::world] for _ in range(s.samples_per_prompt)]
         times = {}
 
         # 1-2. rollout, with judging overlapped, then wait for the verdicts still out
@@ -564,10 +596,10 @@ class PPOModule(pl.LightningModule):
         rewards = place_rewards_batch(rollouts.lengths.to(self.device), ends, scored.r_expl, scored.r_code, kl=kl,
                                       kl_coef=self.kl_ctl.value, placement=self.reward.placement)
         if s.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce=across_ranks())
         advantages, returns = gae(rewards, old_values, mask, s.gamma, s.lam)
         if s.whiten_advantages:
-            advantages = masked_whiten(advantages, mask, shift_mean=s.whiten_shift_mean)
+            advantages = masked_whiten(advantages, mask, shift_mean=s.whiten_shift_mean, all_reduce=across_ranks())
 
         # 6. update: epochs of clipped PPO over shuffled minibatches
         update = self.update(rollouts, old_logprobs, old_values, advantages, returns, step)
@@ -575,11 +607,11 @@ class PPOModule(pl.LightningModule):
         times["update"] = t5 - t4
 
         # 7. KL control, metrics
-        kl_per_sequence = float((kl * mask).sum(1).mean())
+        kl_per_sequence, n_rollouts = global_mean((kl * mask).sum(1))  # over all ranks: one controller state
         kl_coef = self.kl_ctl.value
-        self.kl_ctl.update(kl_per_sequence, len(rollouts))
-        metrics = self.step_metrics(rollouts, scored, kl, mask, rewards, old_values, returns, advantages, update,
-                                    kl_per_sequence, kl_coef, times)
+        self.kl_ctl.update(kl_per_sequence, n_rollouts)
+        metrics = reduce_metrics(self.step_metrics(rollouts, scored, kl, mask, rewards, old_values, returns,
+                                                   advantages, update, kl_per_sequence, kl_coef, times))
         self.ppo_step += 1
         self.history.append(metrics)
         if self.run_logger is not None:
@@ -629,6 +661,10 @@ class PPOModule(pl.LightningModule):
         """Sampled response ids per prompt; with ``rollout_logprobs=generation`` also each token's log-prob and
         value as sampling computed them (the last hidden state is read off the input of the output layer)."""
         s = self.settings
+        if s.rollout_engine == "vllm":  # sampled by vLLM; the policy re-scores them in evaluate()
+            from selfdebug.vllm_backend import vllm_rollout
+
+            return vllm_rollout(self, prompts), None, None
         keep = s.rollout_logprobs == "generation"
         query, query_mask = left_pad(prompts, self.pad_id)
         hidden: list[torch.Tensor] = []
@@ -640,7 +676,7 @@ class PPOModule(pl.LightningModule):
                 input_ids=query.to(self.device), attention_mask=query_mask.to(self.device), do_sample=True,
                 temperature=s.temperature, top_p=s.top_p, top_k=0, max_new_tokens=s.max_new_tokens,
                 eos_token_id=sorted(self.stop_ids) or None, pad_token_id=self.pad_id, use_cache=True,
-                return_dict_in_generate=True, output_logits=keep)
+                return_dict_in_generate=True, output_logits=keep, **generate_kwargs(self))
         finally:
             self.policy.train()
             if hook is not None:
@@ -698,14 +734,22 @@ class PPOModule(pl.LightningModule):
         lengths = rollouts.lengths
         sums: dict[str, float] = {}
         updates, early_stop = 0, False
+        # Data parallel: rl.mini_batch_size is global, each rank updates on its share of it; the ranks' orders
+        # have the same shape, so every rank takes the same number of optimizer steps.
+        _, world = rank_world(self)
+        mini = s.mini_batch_size // world
         for epoch in range(s.ppo_epochs):
             order = torch.randperm(len(rollouts), generator=generator).tolist()
-            for start in range(0, len(order), s.mini_batch_size):
-                minibatch = order[start:start + s.mini_batch_size]
+            for start in range(0, len(order), mini):
+                minibatch = order[start:start + mini]
                 n_tokens = float(lengths[minibatch].sum())
+                if world > 1:  # the token-mean is over the global minibatch
+                    n_tokens = float(sum_across_ranks(torch.tensor(n_tokens, dtype=torch.float64,
+                                                                   device=self.device)))
                 stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "approx_kl": 0.0,
                          "vf_clipfrac": 0.0, "ratio": 0.0}
-                for rows in micro_batches(minibatch, lengths, s.micro_batch_size):
+                chunks = micro_batches(minibatch, lengths, s.micro_batch_size)
+                for k, rows in enumerate(chunks):
                     q, qm, r, rm = (t.to(self.device) for t in rollouts.rows(rows))
                     n, mask = r.shape[1], rm.float()
                     new_logprobs, new_values, entropy = response_scores(
@@ -718,13 +762,17 @@ class PPOModule(pl.LightningModule):
                     ent = masked_mean(entropy, mask)
                     weight = float(mask.sum()) / n_tokens  # token-mean over the whole minibatch
                     loss = pg_loss + s.vf_coef * vf_loss - (s.ent_coef * ent if s.ent_coef else 0.0)
-                    self.manual_backward(loss * weight)
+                    with backward_sync(self, k == len(chunks) - 1):  # DDP reduces once, after the last
+                        self.manual_backward(loss * weight * world)  # the backend averages over the ranks
                     for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("entropy", ent),
                                        ("clipfrac", pg_stats["clipfrac"]), ("approx_kl", pg_stats["approx_kl"]),
                                        ("vf_clipfrac", vf_stats["vf_clipfrac"]), ("ratio", pg_stats["ratio"])):
                         stats[key] += float(value.detach()) * weight
-                max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
-                stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(self), max_norm))
+                if world > 1:  # the ranks' weighted shares add up to the global figures (target_kl sees those)
+                    totals = sum_across_ranks(torch.tensor(list(stats.values()), dtype=torch.float64,
+                                                           device=self.device))
+                    stats = dict(zip(stats, totals.tolist()))
+                stats["grad_norm"] = clip_grad_norm(self, trainable_parameters(self), s.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 updates += 1
@@ -849,9 +897,9 @@ def _num(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def seed_step(seed: int, step: int) -> None:
-    """Python, NumPy and torch (CPU and CUDA) seeded from the run's seed and the step number."""
-    value = (int(seed) * 1_000_003 + int(step) * 7919) % (2**31 - 1)
+def seed_step(seed: int, step: int, rank: int = 0) -> None:
+    """Python, NumPy and torch (CPU and CUDA) seeded from the run's seed, the step number and the rank."""
+    value = (int(seed) * 1_000_003 + int(step) * 7919 + int(rank) * 104_729) % (2**31 - 1)
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)

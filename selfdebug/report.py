@@ -161,14 +161,19 @@ def plot_pass_by_round(evals: list[dict], out: Path) -> list[Path]:
         ks = sorted({k for e in runs for k in e["results"]["rounds"][0] if k.startswith("pass@")},
                     key=lambda k: int(k.split("@")[1]))
         fig, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.6), squeeze=False)
+        # Models with equal scores would hide one another: each line is shifted a little along x and gets its
+        # own marker and dash, so every model stays visible (the ticks still mark whole rounds).
+        width = 0.12 if len(runs) > 1 else 0.0
         for ax, k in zip(axes[0], ks):
-            for e in runs:
+            for i, e in enumerate(runs):
                 rounds = e["results"]["rounds"]
-                xs = [r["round"] for r in rounds if k in r]
+                shift = (i / (len(runs) - 1) - 0.5) * width if len(runs) > 1 else 0.0
+                xs = [r["round"] + shift for r in rounds if k in r]
                 ys = [r[k]["value"] for r in rounds if k in r]
                 lo = [r[k]["ci_low"] for r in rounds if k in r]
                 hi = [r[k]["ci_high"] for r in rounds if k in r]
-                ax.plot(xs, ys, marker="o", label=f"{e['label']} ({e['mode']})")
+                ax.plot(xs, ys, marker="osD^vP*X"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4],
+                        label=f"{e['label']} ({e['mode']})")
                 ax.fill_between(xs, lo, hi, alpha=0.15)
             ax.set_xlabel("refinement round (0 = initial code)")
             ax.set_ylabel(f"{k} (%)")

@@ -27,7 +27,7 @@ import torch
 
 from selfdebug.errors import ConfigError, DataError
 from selfdebug.execution import TestSuite
-from selfdebug.problems import Problem
+from selfdebug.problems import Problem, iter_records
 from selfdebug.prompts import initial_messages, refine_messages, render_chat
 
 log = logging.getLogger(__name__)
@@ -67,27 +67,17 @@ def read_shards(folder: Path, fields: dict[str, type | tuple], kind: str) -> lis
     """
     rows: list[tuple[str, dict]] = []
     for shard in sorted(folder.glob("part-*.jsonl")):
-        with open(shard, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{shard}:{lineno}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(rec, dict):
-                    raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-                for name, types in fields.items():
-                    if name not in rec:
-                        raise DataError(f"{where}: {kind} record is missing field {name!r} (a {kind} record needs "
-                                        f"{', '.join(fields)})")
-                    if not isinstance(rec[name], types):
-                        raise DataError(f"{where}: field {name!r} of the {kind} record has type "
-                                        f"{type(rec[name]).__name__}")
-                if kind == "trajectory" and rec["verdict"] not in ("correct", "wrong"):
-                    raise DataError(f"{where}: field 'verdict' is {rec['verdict']!r}; expected 'correct' or 'wrong'")
-                rows.append((where, rec))
+        for where, rec in iter_records(shard):  # the one JSON-lines reader: bad JSON names shard and line
+            for name, types in fields.items():
+                if name not in rec:
+                    raise DataError(f"{where}: {kind} record is missing field {name!r} (a {kind} record needs "
+                                    f"{', '.join(fields)})")
+                if not isinstance(rec[name], types):
+                    raise DataError(f"{where}: field {name!r} of the {kind} record has type "
+                                    f"{type(rec[name]).__name__}")
+            if kind == "trajectory" and rec["verdict"] not in ("correct", "wrong"):
+                raise DataError(f"{where}: field 'verdict' is {rec['verdict']!r}; expected 'correct' or 'wrong'")
+            rows.append((where, rec))
     return rows
 
 

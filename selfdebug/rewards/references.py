@@ -7,12 +7,12 @@ none). Both sets are keyed by the record's ``wrong_id``, deduplicated, in record
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfdebug.errors import DataError
+from selfdebug.problems import iter_records as read_lines  # the one JSON-lines reader
 
 REQUIRED_FIELDS = ("wrong_id", "explanation", "refinement", "verdict")
 
@@ -37,18 +37,9 @@ def iter_records(path: str | Path) -> Iterator[dict]:
     """Records of every shard of ``path`` in order, each with ``_where`` = ``"file:line"`` added (for error
     messages); a malformed line is a DataError naming file and line."""
     for file in record_files(path):
-        with open(file, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(record, dict):
-                    raise DataError(f"{file}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                record.setdefault("_where", f"{file}:{lineno}")
-                yield record
+        for where, record in read_lines(file):
+            record.setdefault("_where", where)
+            yield record
 
 
 @dataclass

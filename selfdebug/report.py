@@ -149,6 +149,16 @@ def sweep_rows(evals: list[dict], trains: list[dict]) -> list[list]:
 
 # ------------------------------------------------------------------------------------------------ plots
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close (a report draws many figures: each one's memory is freed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_pass_by_round(evals: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -181,11 +191,7 @@ def plot_pass_by_round(evals: list[dict], out: Path) -> list[Path]:
             ax.set_xticks(sorted({r["round"] for e in runs for r in e["results"]["rounds"]}))
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"pass_by_round_{bench}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"pass_by_round_{bench}.png"))
     return written
 
 
@@ -217,11 +223,7 @@ def plot_training(trains: list[dict], out: Path) -> list[Path]:
         for ax in [a for row in axes for a in row][len(keys):]:
             ax.axis("off")
         axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"training_{stage}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"training_{stage}.png"))
     return written
 
 

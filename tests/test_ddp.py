@@ -31,6 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from selfdebug.errors import ConfigError
+from tests.test_ppo import one_thread  # noqa: F401 - the module-wide one-torch-thread fixture
 from tests.test_ppo import WRONG_DIGITS, toy_record, write_dataset
 from tests.test_sft_data import write_sft_dataset
 
@@ -46,14 +47,6 @@ SFT = ["+exp=sft_quickstart", "logger=none", "progress=false", "trainer.enable_p
 PPO = ["+exp=rl_quickstart", "progress=false", "trainer.enable_progress_bar=false", "rl.offline=true",
        "rl.total_steps=2", "rl.batch_size=8", "rl.mini_batch_size=8", "rl.micro_batch_size=2", "rl.ppo_epochs=2",
        "rl.checkpoint_every=1", "rl.table_every=1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(*overrides: str):

@@ -184,6 +184,12 @@ def run_tags(choices: dict[str, str], stage: str, extra=()) -> list[str]:
     return list(dict.fromkeys(t[:64] for t in tags))
 
 
+def _is_multirun(hc) -> bool:
+    from hydra.types import RunMode
+
+    return hc.mode == RunMode.MULTIRUN
+
+
 def run_group(explicit: str | None, hc=None) -> str | None:
     """``logger.group`` if set; else in a --multirun the sweep folder's name (every job of a sweep shares it,
     also after a requeue); else the experiment (``+exp=...``); else none."""
@@ -192,9 +198,7 @@ def run_group(explicit: str | None, hc=None) -> str | None:
     hc = hc if hc is not None else _hydra()
     if hc is None:
         return None
-    from hydra.types import RunMode
-
-    if hc.mode == RunMode.MULTIRUN:
+    if _is_multirun(hc):
         return f"sweep-{Path(str(hc.sweep.dir)).name}"
     return hydra_choices(hc).get("exp")
 
@@ -221,11 +225,7 @@ def run_name(explicit: str | None, job_type: str, hc=None) -> str | None:
     if explicit:
         return str(explicit)
     hc = hc if hc is not None else _hydra()
-    if hc is None:
-        return None
-    from hydra.types import RunMode
-
-    if hc.mode == RunMode.MULTIRUN:
+    if hc is not None and _is_multirun(hc):
         return f"{job_type}:{','.join(swept_overrides(hc)) or hc.job.num}"[:128]
     return None
 

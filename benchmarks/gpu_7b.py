@@ -210,8 +210,9 @@ class StepTimer:
 
     def __init__(self, device: str):
         import pytorch_lightning as pl
+        import torch
 
-        sync = self._sync = (lambda: __import__("torch").cuda.synchronize()) if device == "cuda" else (lambda: None)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         times = self.times = []
 
         class _Callback(pl.Callback):

@@ -26,9 +26,9 @@ warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigSto
 
 
 def _data_dir() -> str:
-    from selfdebug.problems import shared_data_dir
+    from selfdebug.problems.datafiles import data_dir
 
-    return str(shared_data_dir())
+    return str(data_dir())
 
 
 def _sanitize(value) -> str:

@@ -37,8 +37,8 @@ def tiny_lm(tiny_cache_dir, tiny_model_dir):
 
 # --- bundled benchmark data (selfdebug.problems) ------------------------------------------------------
 @pytest.fixture(scope="session")
-def shared_data():
-    """The folder of bundled benchmark files (``<repo>/../shared/data`` or ``$SELFDEBUG_DATA_DIR``)."""
-    from selfdebug.problems import shared_data_dir
+def data_dir_path():
+    """The folder benchmark files are read from: the packaged one, or ``$SELFDEBUG_DATA_DIR``."""
+    from selfdebug.problems import data_dir
 
-    return shared_data_dir()
+    return data_dir()

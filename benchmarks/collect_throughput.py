@@ -21,7 +21,7 @@ from pathlib import Path
 from selfdebug.collection import (CollectSettings, load_solutions, solutions_stage, teacher_stage,
                                   verify_references, wrong_solutions)
 from selfdebug.execution import Sandbox
-from selfdebug.problems import load_mbpp, shared_data_dir
+from selfdebug.problems import data_file, load_mbpp
 from selfdebug.teachers.mutation import MutationTeacher
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=10, help="teacher samples per wrong program")
     args = parser.parse_args()
 
-    problems = load_mbpp(shared_data_dir() / "mbpp.jsonl", split="train")[: args.limit]
+    problems = load_mbpp(data_file("mbpp.jsonl"), split="train")[: args.limit]
     settings = CollectSettings(n_initial=0, m_refinements=args.m, mutants_per_problem=args.mutants)
     teacher = Timed(MutationTeacher(seed=0), ["propose_wrong", "explain_and_refine"])
     with tempfile.TemporaryDirectory() as tmp, Sandbox() as raw_sandbox:

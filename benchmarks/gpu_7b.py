@@ -72,14 +72,14 @@ def prepare(args) -> None:
     from safetensors.torch import load_file, save_file
 
     from selfdebug.models import _train_tokenizer, _tiny_corpus
-    from selfdebug.problems import iter_records, shared_data_dir
+    from selfdebug.problems import data_file, iter_records
     from selfdebug.rewards.explanation import default_model_path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = _tiny_corpus()
     for name in ("mbpp.jsonl",):
-        for _, rec in iter_records(shared_data_dir() / name):
+        for _, rec in iter_records(data_file(name)):
             corpus.append(str(rec.get("text", "")) + "\n" + str(rec.get("code", "")))
     # HumanEval + MBPP alone hold ~6k merges; the standard library's own sources bring the vocabulary to the
     # model's 32016 ids, so every id a random model samples decodes to text.

@@ -42,10 +42,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 def build_prompts(n: int, mode: str) -> list[tuple]:
     """``(problem, prompt text)`` for the first ``n`` MBPP train problems, as the self-debugging turn."""
-    from selfdebug.problems import load_mbpp, shared_data_dir
+    from selfdebug.problems import data_file, load_mbpp
     from selfdebug.prompts import refine_messages, render_chat
 
-    problems = load_mbpp(shared_data_dir() / "mbpp.jsonl", split="train")[:n]
+    problems = load_mbpp(data_file("mbpp.jsonl"), split="train")[:n]
     out = []
     for p in problems:
         feedback = f"Failed test: {p.tests.asserts[0]}" if p.tests.asserts else "Failed test"

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from selfdebug.execution import Sandbox
-from selfdebug.problems import load_mbpp, shared_data_dir
+from selfdebug.problems import data_file, load_mbpp
 
 
 def wrong_variant(program: str, entry_point: str | None) -> str:
@@ -38,7 +38,7 @@ def wrong_variant(program: str, entry_point: str | None) -> str:
 
 
 def workload(limit: int | None):
-    problems = load_mbpp(shared_data_dir() / "mbpp.jsonl", split="all")[:limit]
+    problems = load_mbpp(data_file("mbpp.jsonl"), split="all")[:limit]
     items = []
     for p in problems:
         items.append((p, p.reference))

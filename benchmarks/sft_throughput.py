@@ -52,7 +52,7 @@ from selfdebug.lit.sft import (
     make_scheduler,
     trainable_parameters,
 )
-from selfdebug.problems import load_mbpp, shared_data_dir
+from selfdebug.problems import data_file, load_mbpp
 from selfdebug.prompts import refine_messages
 
 LR, WARMUP_STEPS, MAX_GRAD_NORM = 1e-4, 2, 1.0
@@ -60,7 +60,7 @@ LR, WARMUP_STEPS, MAX_GRAD_NORM = 1e-4, 2, 1.0
 
 def examples(n: int) -> list[Example]:
     """``n`` explain+refine examples from MBPP train: the wrong program returns early with None."""
-    problems = [p for p in load_mbpp(shared_data_dir() / "mbpp.jsonl", split="all") if p.reference]
+    problems = [p for p in load_mbpp(data_file("mbpp.jsonl"), split="all") if p.reference]
     out = []
     for i in range(n):
         p = problems[i % len(problems)]

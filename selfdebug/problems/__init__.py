@@ -27,7 +27,8 @@ from selfdebug.errors import ConfigError, DataError
 from selfdebug.execution.spec import TestSuite
 from selfdebug.problems.datafiles import DATA_DIR_ENV as DATA_DIR_ENV
 from selfdebug.problems.datafiles import data_dir as data_dir
-from selfdebug.problems.datafiles import data_file, hub_rows
+from selfdebug.problems.datafiles import data_file as data_file
+from selfdebug.problems.datafiles import hub_rows
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from selfdebug.collection import (CollectSettings, load_solutions, solutions_stage, teacher_stage,
+from selfdebug.collect.stages import (CollectSettings, load_solutions, solutions_stage, teacher_stage,
                                   verify_references, wrong_solutions)
 from selfdebug.execution import Sandbox
 from selfdebug.problems import data_file, load_mbpp
-from selfdebug.teachers.mutation import MutationTeacher
+from selfdebug.collect.teachers.mutation import MutationTeacher
 
 
 class Timed:

@@ -71,7 +71,7 @@ def prepare(args) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from selfdebug.models import _train_tokenizer, _tiny_corpus
+    from selfdebug.core.models import _train_tokenizer, _tiny_corpus
     from selfdebug.problems import data_file, iter_records
     from selfdebug.rewards.explanation import default_model_path
 
@@ -195,7 +195,7 @@ def trainer_for(cfg, device: str, steps: int, callbacks=()):
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
-    from selfdebug.train import resolve_precision
+    from selfdebug.train.app import resolve_precision
 
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision = resolve_precision(tcfg.get("precision", "32-true")) if device == "cuda" else "32-true"
@@ -245,7 +245,7 @@ class Batches:
 def bench_sft(args, tokenizer, device: str) -> dict:
     import torch
 
-    from selfdebug.lit.sft import LoraSettings, SFTModule, SFTSettings, apply_lora, enable_gradient_checkpointing
+    from selfdebug.train.sft.module import LoraSettings, SFTModule, SFTSettings, apply_lora, enable_gradient_checkpointing
 
     cfg = compose(["+exp=sft_7b", "peft=lora", "logger=none", "sft.lr=2e-4"])
     seq = args.sft_seq or int(cfg.dataset.max_length)
@@ -314,13 +314,13 @@ class PPOBench:
     def __init__(self, args, tokenizer, device: str):
         from omegaconf import OmegaConf
 
-        from selfdebug.errors import ConfigError
+        from selfdebug.core.errors import ConfigError
         from selfdebug.execution import Sandbox, SandboxConfig
-        from selfdebug.lit.data import load_records
-        from selfdebug.lit.ppo import build_items, check_has_wrong_solutions
-        from selfdebug.lit.sft import LoraSettings, apply_lora, enable_gradient_checkpointing
+        from selfdebug.train.data import load_records
+        from selfdebug.train.rl.module import build_items, check_has_wrong_solutions
+        from selfdebug.train.sft.module import LoraSettings, apply_lora, enable_gradient_checkpointing
         from selfdebug.rewards import ReferenceIndex
-        from selfdebug.rl_train import build_reward
+        from selfdebug.train.rl.stage import build_reward
 
         import torch
 
@@ -367,7 +367,7 @@ class PPOBench:
         from omegaconf import OmegaConf
 
         from selfdebug.execution import Sandbox
-        from selfdebug.lit.ppo import PPOModule, PPOSettings, PromptStream
+        from selfdebug.train.rl.module import PPOModule, PPOSettings, PromptStream
 
         rl = OmegaConf.to_container(self.cfg.rl, resolve=True)
         prompts = min(batch, len(self.items))

@@ -1,5 +1,5 @@
 """RL throughput: rollouts per second of whole RL iterations (generate + judge + reward + update), our PPO
-(``selfdebug.lit.ppo.PPOModule`` in a Lightning Trainer) against TRL's ``GRPOTrainer`` (TRL 1.x has no
+(``selfdebug.train.rl.module.PPOModule`` in a Lightning Trainer) against TRL's ``GRPOTrainer`` (TRL 1.x has no
 PPOTrainer), in one run, on the same inputs:
 
 - the same model (the tiny model, a fresh copy per side), the same prompts (MBPP train problems rendered as the
@@ -43,7 +43,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 def build_prompts(n: int, mode: str) -> list[tuple]:
     """``(problem, prompt text)`` for the first ``n`` MBPP train problems, as the self-debugging turn."""
     from selfdebug.problems import data_file, load_mbpp
-    from selfdebug.prompts import refine_messages, render_chat
+    from selfdebug.core.prompts import refine_messages, render_chat
 
     problems = load_mbpp(data_file("mbpp.jsonl"), split="train")[:n]
     out = []
@@ -54,7 +54,7 @@ def build_prompts(n: int, mode: str) -> list[tuple]:
 
 
 def judge_completions(sandbox, problems, texts: list[str], raw: bool) -> list[float]:
-    from selfdebug.prompts import assemble_program, parse_completion
+    from selfdebug.core.prompts import assemble_program, parse_completion
 
     programs = []
     for problem, text in zip(problems, texts):
@@ -69,8 +69,8 @@ def run_ours(args, prompts, sandbox, rollout_logprobs: str = "recompute") -> dic
     import pytorch_lightning as pl
     import torch
 
-    from selfdebug.lit.ppo import PPOModule, PPOSettings, PromptStream, RLItem
-    from selfdebug.models import load_causal_lm
+    from selfdebug.train.rl.module import PPOModule, PPOSettings, PromptStream, RLItem
+    from selfdebug.core.models import load_causal_lm
     from selfdebug.rewards import CompositeReward, ReferenceIndex
 
     model, tokenizer = load_causal_lm("tiny", dtype="float32")
@@ -120,7 +120,7 @@ def run_trl(args, prompts, sandbox) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     model, tokenizer = load_causal_lm("tiny", dtype="float32")
     problems = [p for p, _ in prompts]

@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if not args.bare:
-        from selfdebug.models import load_causal_lm
+        from selfdebug.core.models import load_causal_lm
 
         load_causal_lm("tiny")  # the caller's state during an evaluation: torch and a model in memory
     items = workload(args.limit)

@@ -1,7 +1,7 @@
 """SFT training throughput: our LightningModule step vs a plain PyTorch loop vs TRL's SFTTrainer, one run.
 
 Workload: explain-and-refine examples built from MBPP train problems (the problem, a wrong program, its
-feedback, an explanation and the reference as the fix), tokenized by ``selfdebug.lit.data`` exactly as the
+feedback, an explanation and the reference as the fix), tokenized by ``selfdebug.train.data`` exactly as the
 SFT stage does. All three peers start from the same weights and take the same optimizer steps on the same
 micro-batches, in the same order:
 
@@ -43,8 +43,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import torch
 
-from selfdebug.lit.data import BatchPlan, Example, StepBatches, answer_text, tokenize_examples
-from selfdebug.lit.sft import (
+from selfdebug.train.data import BatchPlan, Example, StepBatches, answer_text, tokenize_examples
+from selfdebug.train.sft.module import (
     SFTModule,
     SFTSettings,
     accumulate,
@@ -53,7 +53,7 @@ from selfdebug.lit.sft import (
     trainable_parameters,
 )
 from selfdebug.problems import data_file, load_mbpp
-from selfdebug.prompts import refine_messages
+from selfdebug.core.prompts import refine_messages
 
 LR, WARMUP_STEPS, MAX_GRAD_NORM = 1e-4, 2, 1.0
 
@@ -77,7 +77,7 @@ def build_model(kind: str, tokenizer_source):
     """``tiny``: the project's 3.8M-parameter test Llama; ``small``: a random 8-layer, 512-wide Llama (~30M)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     tiny, tok = load_causal_lm("tiny")
     if kind == "tiny":
@@ -102,8 +102,8 @@ def batch_tokens(micro: list[dict]) -> int:
 def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[list[float], list[float]]:
     import pytorch_lightning as pl
 
-    from selfdebug.lit.sft import MetricsLog
-    from selfdebug.tracking import RunLogger
+    from selfdebug.train.sft.module import MetricsLog
+    from selfdebug.core.tracking import RunLogger
 
     class Clock(pl.Callback):
         def __init__(self):

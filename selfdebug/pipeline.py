@@ -21,8 +21,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from selfdebug.cli import user_errors
-from selfdebug.errors import SelfDebugError
+from selfdebug.core.cli import CONF_DIR, user_errors
+from selfdebug.core.errors import SelfDebugError
 
 log = logging.getLogger("selfdebug.pipeline")
 
@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> dict:
                        model + [f"label={label}", f"seed={cfg.seed}", *logger] + extra("evaluate"))
     report = None
     if cfg.report:
-        from selfdebug.report import write_report
+        from selfdebug.analysis.report import write_report
 
         report = write_report([root], root / "report")["markdown"]
     elapsed = time.monotonic() - started
@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> dict:
     return {"run_dir": str(root), "report": str(report) if report else None, "seconds": elapsed}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pipeline")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)

@@ -6,7 +6,7 @@
 #   sweeps/reward_weights.sh                                  # the tiny quickstart (CPU, minutes)
 #   EXP=rl_7b sweeps/reward_weights.sh rl.sft_checkpoint=outputs/train/sft/codellama_7b/<time>/model
 #
-# Extra arguments are passed to every run. ENTRY=selfdebug.rl_train runs the RL entry point directly.
+# Extra arguments are passed to every run. ENTRY=selfdebug.train.rl.stage runs the RL entry point directly.
 set -euo pipefail
 EXP=${EXP:-rl_quickstart}
 ENTRY=${ENTRY:-selfdebug.train}

@@ -12,7 +12,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
-# --- tiny model (selfdebug.models) ----------------------------------------------------------------------
+# --- tiny model (selfdebug.core.models) ----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_cache_dir(tmp_path_factory):
     """A session-wide cache dir for ``load_causal_lm("tiny", tiny_cache_dir=...)``; built on first use."""
@@ -22,7 +22,7 @@ def tiny_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_cache_dir):
     """The saved tiny checkpoint (built once per session), loadable with ``from_pretrained``."""
-    from selfdebug.models import ensure_tiny
+    from selfdebug.core.models import ensure_tiny
 
     return ensure_tiny(tiny_cache_dir)
 
@@ -30,7 +30,7 @@ def tiny_model_dir(tiny_cache_dir):
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_cache_dir, tiny_model_dir):
     """``(model, tokenizer)`` of the tiny model, loaded once per session. Do not train it in place."""
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     return load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from selfdebug.errors import ConfigError
+from selfdebug.core.errors import ConfigError
 from tests.test_ppo import one_thread  # noqa: F401 - the module-wide one-torch-thread fixture
 from tests.test_ppo import WRONG_DIGITS, toy_record, write_dataset
 from tests.test_sft_data import write_sft_dataset
@@ -111,7 +111,7 @@ def ppo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sft_one_process(tmp_path_factory, sft_data, tiny_cache_dir) -> Path:
-    from selfdebug.train import run
+    from selfdebug.train.app import run
 
     run_dir = tmp_path_factory.mktemp("sft-one")
     run(config(*SFT, f"dataset.path={sft_data}", f"model.generator.tiny_cache_dir={tiny_cache_dir}"), run_dir)
@@ -120,7 +120,7 @@ def sft_one_process(tmp_path_factory, sft_data, tiny_cache_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def ppo_one_process(tmp_path_factory, ppo_data, tiny_cache_dir) -> Path:
-    from selfdebug.rl_train import run
+    from selfdebug.train.rl.stage import run
 
     run_dir = tmp_path_factory.mktemp("ppo-one")
     run(config(*PPO, "logger=none", f"dataset.path={ppo_data}", f"model.generator.tiny_cache_dir={tiny_cache_dir}"),
@@ -151,8 +151,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _statistics_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from selfdebug.lit.distributed import global_mean, reduce_metrics, sum_across_ranks
-    from selfdebug.lit.ppo_math import AdaptiveKLController, masked_whiten
+    from selfdebug.train.distributed import global_mean, reduce_metrics, sum_across_ranks
+    from selfdebug.train.rl.ppo_math import AdaptiveKLController, masked_whiten
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     x, mask = _batch()
@@ -174,7 +174,7 @@ def _statistics_worker(rank: int, port: int, out: str) -> None:
 def test_whitening_and_the_kl_controller_use_every_rank(tmp_path):
     """Two gloo processes, each with half the rows (padded to its own width): what each rank computes equals
     the one-process computation on the whole batch."""
-    from selfdebug.lit.ppo_math import AdaptiveKLController, masked_whiten
+    from selfdebug.train.rl.ppo_math import AdaptiveKLController, masked_whiten
 
     torch.multiprocessing.start_processes(_statistics_worker, args=(_free_port(), str(tmp_path)), nprocs=2,
                                           start_method="spawn")
@@ -264,7 +264,7 @@ def test_ddp_sft_and_ppo_match_one_process(tmp_path, sft_data, ppo_data, tiny_ca
 
 @pytest.mark.slow
 def test_fsdp_runs_sft_and_ppo_on_cpu(tmp_path, sft_data, ppo_data, tiny_cache_dir, sft_one_process):
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     cache = f"model.generator.tiny_cache_dir={tiny_cache_dir}"
     sft_dir, ppo_dir, lora_dir = tmp_path / "sft", tmp_path / "ppo", tmp_path / "lora"
@@ -298,7 +298,7 @@ def test_fsdp_runs_sft_and_ppo_on_cpu(tmp_path, sft_data, ppo_data, tiny_cache_d
 def test_trainer_configs_compose_and_build_lightnings_strategies():
     from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
 
-    from selfdebug.lit.distributed import build_strategy, build_trainer, check_trainer
+    from selfdebug.train.distributed import build_strategy, build_trainer, check_trainer
 
     ddp = config("trainer=ddp").trainer
     strategy = build_strategy(dict(ddp.strategy), check_trainer(dict(ddp), lora=False), max_grad_norm=1.0)
@@ -318,7 +318,7 @@ def test_trainer_configs_compose_and_build_lightnings_strategies():
 def test_deepspeed_is_built_or_refused_with_one_clear_error():
     import importlib.util
 
-    from selfdebug.lit.distributed import build_strategy, check_trainer
+    from selfdebug.train.distributed import build_strategy, check_trainer
 
     tcfg = dict(config("trainer=deepspeed_zero3").trainer)
     tcfg["strategy"] = dict(tcfg["strategy"])
@@ -341,7 +341,7 @@ def test_deepspeed_is_built_or_refused_with_one_clear_error():
     (["trainer=ddp", *TWO_CPUS], ["trainer.devices = 2", "python -m selfdebug.train"]),  # pytest is no entry point
 ])
 def test_bad_multi_device_config_is_one_config_error(tmp_path, sft_data, tiny_cache_dir, overrides, words):
-    from selfdebug.train import run
+    from selfdebug.train.app import run
 
     with pytest.raises(ConfigError) as info:
         run(config(*SFT, f"dataset.path={sft_data}", f"model.generator.tiny_cache_dir={tiny_cache_dir}", *overrides),
@@ -352,8 +352,8 @@ def test_bad_multi_device_config_is_one_config_error(tmp_path, sft_data, tiny_ca
 
 
 def test_ppo_batch_must_split_over_the_ranks():
-    from selfdebug.lit.ppo import PPOSettings
-    from selfdebug.rl_train import check_data_parallel
+    from selfdebug.train.rl.module import PPOSettings
+    from selfdebug.train.rl.stage import check_data_parallel
 
     check_data_parallel(PPOSettings(batch_size=8, mini_batch_size=4, micro_batch_size=2), 2, "ddp")
     with pytest.raises(ConfigError, match=r"rl.batch_size = 6 \(6 prompts .*trainer.devices = 4"):
@@ -366,7 +366,7 @@ def test_ppo_batch_must_split_over_the_ranks():
 
 def test_step_batches_shard_a_step_by_rank():
     """The ranks' micro-batches are the one-process step's micro-batches, dealt out round-robin."""
-    from selfdebug.lit.data import BatchPlan, StepBatches, TokenizedExample
+    from selfdebug.train.data import BatchPlan, StepBatches, TokenizedExample
 
     examples = [TokenizedExample(torch.arange(1, 3 + i % 7), 1, "refine", f"p{i}") for i in range(24)]
     plan = BatchPlan(8, 2, steps_per_epoch=3, total_steps=5)

@@ -1,4 +1,4 @@
-from selfdebug.decontamination import find_contaminated, ngrams
+from selfdebug.collect.decontamination import find_contaminated, ngrams
 from selfdebug.execution import TestSuite
 from selfdebug.problems import Problem, data_dir, load_humaneval, load_mbpp
 

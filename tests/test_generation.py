@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfdebug.errors import ConfigError
+from selfdebug.core.errors import ConfigError
 from selfdebug.execution.spec import TestSuite as Suite
 from selfdebug.generation import (
     GenerationRequest,
@@ -16,7 +16,7 @@ from selfdebug.generation import (
     cut_at_stop,
 )
 from selfdebug.problems import Problem
-from selfdebug.prompts import initial_messages, parse_completion, refine_messages
+from selfdebug.core.prompts import initial_messages, parse_completion, refine_messages
 
 PROBLEM = Problem(task_id="mbpp/1", source="mbpp", prompt="Write a function to add two numbers.",
                   tests=Suite("assert", ("assert add(1, 2) == 3",)), entry_point="add",

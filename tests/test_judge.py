@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfdebug.errors import ConfigError
-from selfdebug.judge import Rubric, mean_ci, parse_scores
+from selfdebug.core.errors import ConfigError
+from selfdebug.evaluate.judge import Rubric, mean_ci, parse_scores
 from selfdebug.problems import load_humaneval
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import evaluate, results, samples, scripted_responder

@@ -1,4 +1,4 @@
-"""selfdebug.models: the tiny model builds deterministically and loads like any checkpoint."""
+"""selfdebug.core.models: the tiny model builds deterministically and loads like any checkpoint."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from selfdebug.errors import ConfigError
-from selfdebug.models import (
+from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import (
     CHAT_TOKENS,
     build_tiny,
     count_parameters,

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from selfdebug.problems import load_mbpp
-from selfdebug.teachers.mutation import (
+from selfdebug.collect.teachers.mutation import (
     OPERATORS,
     Mutant,
     Mutation,

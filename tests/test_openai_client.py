@@ -11,9 +11,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from selfdebug.errors import ConfigError, SelfDebugError
+from selfdebug.core.errors import ConfigError, SelfDebugError
 from selfdebug.generation import GenerationRequest, SamplingParams
-from selfdebug.openai_client import OpenAIGenerator, parse_retry_after
+from selfdebug.generation.openai import OpenAIGenerator, parse_retry_after
 
 try:
     from tests.openai_server import (

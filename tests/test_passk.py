@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from selfdebug.passk import bootstrap_ci, pass_at_k, summarize_pass_at_k
+from selfdebug.evaluate.passk import bootstrap_ci, pass_at_k, summarize_pass_at_k
 
 
 def brute_force(n, c, k):

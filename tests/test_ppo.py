@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdebug.errors import ConfigError, DataError
+from selfdebug.core.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -69,9 +69,9 @@ def toy_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory, toy_dataset):
     """The toy dataset and a small policy taught the answer format (random digit), saved like an SFT model."""
-    from selfdebug.lit.data import Example, answer_text, collate, tokenize_examples, trajectory_example
-    from selfdebug.lit.sft import target_nll_sum
-    from selfdebug.models import build_tiny, load_causal_lm
+    from selfdebug.train.data import Example, answer_text, collate, tokenize_examples, trajectory_example
+    from selfdebug.train.sft.module import target_nll_sum
+    from selfdebug.core.models import build_tiny, load_causal_lm
 
     root = tmp_path_factory.mktemp("ppo-toy")
     records = [toy_record(i, w) for i, w in enumerate(WRONG_DIGITS)]
@@ -109,7 +109,7 @@ def compose(overrides: list[str]):
 
 
 def run_rl(overrides: list[str], run_dir: Path) -> dict:
-    from selfdebug.rl_train import run
+    from selfdebug.train.rl.stage import run
 
     return run(compose(["+exp=rl_quickstart", "logger=none", "progress=false", "trainer.enable_progress_bar=false",
                         *overrides]), run_dir)
@@ -122,8 +122,8 @@ def metrics_rows(run_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------------ pieces
 
 def test_read_response_finds_the_explanations_last_token(tiny_lm):
-    from selfdebug.lit.ppo import read_response
-    from selfdebug.lit.sft import stop_token_ids
+    from selfdebug.train.rl.module import read_response
+    from selfdebug.train.sft.module import stop_token_ids
 
     model, tok = tiny_lm
     stop = set(stop_token_ids(tok, model))
@@ -148,7 +148,7 @@ def test_read_response_finds_the_explanations_last_token(tiny_lm):
 
 
 def test_stop_string_spanning_tokens_cuts_the_response(tiny_lm):
-    from selfdebug.lit.ppo import read_response
+    from selfdebug.train.rl.module import read_response
 
     _, tok = tiny_lm
     ids = tok("```python\nx = 1\n```STOPHERE and more", add_special_tokens=False)["input_ids"]
@@ -160,8 +160,8 @@ def test_stop_string_spanning_tokens_cuts_the_response(tiny_lm):
 
 def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
     """rl.rollout_logprobs=generation: what sampling computed equals the exact recompute (fp32, CPU)."""
-    from selfdebug.lit.ppo import PPOModule, PPOSettings, left_pad, read_response, response_scores, right_pad
-    from selfdebug.models import load_causal_lm
+    from selfdebug.train.rl.module import PPOModule, PPOSettings, left_pad, read_response, response_scores, right_pad
+    from selfdebug.core.models import load_causal_lm
     from selfdebug.rewards import CompositeReward
 
     model, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
@@ -185,7 +185,7 @@ def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
 
 
 def test_prompt_stream_is_seeded_and_resumable():
-    from selfdebug.lit.ppo import PromptStream
+    from selfdebug.train.rl.module import PromptStream
 
     a = PromptStream(n_items=5, per_step=3, total_steps=4, seed=7)
     steps = [t.tolist() for t in a]
@@ -204,7 +204,7 @@ def test_prompt_stream_is_seeded_and_resumable():
 
 
 def test_settings_are_checked():
-    from selfdebug.lit.ppo import PPOSettings
+    from selfdebug.train.rl.module import PPOSettings
 
     PPOSettings()
     with pytest.raises(ConfigError, match="rl.batch_size"):
@@ -223,7 +223,7 @@ def test_settings_are_checked():
 def test_every_rl_experiment_composes(exp):
     from omegaconf import OmegaConf
 
-    from selfdebug.lit.ppo import PPOSettings
+    from selfdebug.train.rl.module import PPOSettings
     from selfdebug.rewards import CompositeReward
 
     cfg = compose([f"+exp={exp}", "rl.sft_checkpoint=/some/sft/model"])
@@ -236,7 +236,7 @@ def test_every_rl_experiment_composes(exp):
 
 
 def test_big_experiments_need_an_sft_checkpoint(tmp_path):
-    from selfdebug.rl_train import run
+    from selfdebug.train.rl.stage import run
 
     with pytest.raises(ConfigError, match="rl.sft_checkpoint must be set"):
         run(compose(["+exp=rl_7b", "logger=none"]), tmp_path)
@@ -346,7 +346,7 @@ def test_rl_quickstart_end_to_end(tmp_path):
     sampled = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
     assert sampled and {"explanation", "code", "status", "r_code", "r_expl"} <= set(sampled[0])
     assert list((run_dir / "wandb").glob("*/files/media/table/rollouts/*.table.json"))
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     model, _ = load_causal_lm(str(run_dir / "model"))  # what `evaluate model=hf model.name_or_path=...` loads
     assert sum(p.numel() for p in model.parameters()) == summary["trainable_parameters"]
@@ -398,7 +398,7 @@ def test_resume_gives_the_same_run(tmp_path, toy):
     wa = load_file(tmp_path / "whole" / "model" / "adapter_model.safetensors")
     wb = load_file(tmp_path / "split" / "model" / "adapter_model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     load_causal_lm(str(tmp_path / "whole" / "model"))  # the adapter loads on its base (the SFT model)
 
@@ -422,7 +422,7 @@ def test_sweep_of_two_cells_writes_the_summary_table(tmp_path, toy_dataset):
     assert cells["0"]["metrics"]["final/reward/r_expl"]["mean"] == 0.0
     assert cells["1"]["metrics"]["final/reward/r_expl"]["mean"] != 0.0
 
-    from selfdebug.sweep_summary import main, mean_ci
+    from selfdebug.analysis.sweep_summary import main, mean_ci
 
     assert main([str(sweep), "--metric", "final/rollout/pass_rate"]) == 0
     mean, low, high = mean_ci([1.0, 2.0, 3.0])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from selfdebug.lit.ppo_math import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance,
+from selfdebug.train.rl.ppo_math import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance,
                                     gae, kl_estimate, masked_mean, masked_whiten, policy_loss, value_loss)
 
 

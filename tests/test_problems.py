@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from selfdebug.errors import ConfigError, DataError
+from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.problems import (
     BENCHMARKS,
     Problem,
@@ -610,7 +610,7 @@ import json, sys
 from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
-import selfdebug, selfdebug.cli
+import selfdebug, selfdebug.core.cli
 root = Path(sys.argv[1])
 assert Path(selfdebug.__file__).resolve().is_relative_to(root), selfdebug.__file__
 counts = {}

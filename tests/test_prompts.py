@@ -1,4 +1,4 @@
-"""selfdebug.prompts: chat format, prompts, parsing, program assembly."""
+"""selfdebug.core.prompts: chat format, prompts, parsing, program assembly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from selfdebug.execution.spec import TestSuite as Suite
 from selfdebug.problems import Problem
-from selfdebug.prompts import (
+from selfdebug.core.prompts import (
     ParsedCompletion,
     assemble_program,
     initial_messages,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfdebug.errors import ConfigError, DataError
+from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution import ExecResult, Sandbox, TestSuite
 from selfdebug.rewards import (
     CompositeReward,
@@ -353,11 +353,11 @@ def test_bad_override_through_hydra_is_a_config_error():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from selfdebug.cli import _user_error_in
+    from selfdebug.core.cli import user_error_in
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(overrides=["+reward=ledex", "reward.weights.explanation=lots"])
     with pytest.raises(Exception) as info:
         instantiate(cfg.reward)
-    err = _user_error_in(info.value)
+    err = user_error_in(info.value)
     assert isinstance(err, ConfigError) and "reward.weights.explanation" in str(err)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from selfdebug.errors import ConfigError
+from selfdebug.core.errors import ConfigError
 from selfdebug.execution import Sandbox, SandboxConfig, SandboxUnavailable, TestSuite
 
 ADD_TESTS = TestSuite("assert", asserts=("assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 0) == 0"))

@@ -15,9 +15,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from selfdebug.errors import ConfigError
-from selfdebug.lit.sft import check_target_modules, warmup_cosine
-from selfdebug.train import run
+from selfdebug.core.errors import ConfigError
+from selfdebug.train.sft.module import check_target_modules, warmup_cosine
+from selfdebug.train.app import run
 from tests.test_sft_data import write_sft_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def test_lora_adapter_loads_in_evaluate_by_path(tmp_path, dataset, tiny_cache_di
 
 
 def test_merged_lora_saves_full_weights(tmp_path, dataset, tiny_cache_dir, one_thread):
-    from selfdebug.models import load_causal_lm
+    from selfdebug.core.models import load_causal_lm
 
     run(config(*quiet(dataset, tiny_cache_dir), "peft=lora", "peft.merge=true", "peft.target_modules=[q_proj,v_proj]",
                "sft.max_steps=2", "sft.eval_every=0"), tmp_path)
@@ -232,7 +232,7 @@ def test_bad_input_stops_before_training(tmp_path, dataset, tiny_cache_dir, case
 
 
 def test_a_filtered_out_dataset_and_too_few_examples_are_config_errors(tmp_path, dataset, tiny_cache_dir):
-    from selfdebug.errors import DataError
+    from selfdebug.core.errors import DataError
 
     with pytest.raises(DataError, match="gives no training examples"):
         run(config(*quiet(dataset, tiny_cache_dir), "dataset.mixture.explain_refine=0", "dataset.mixture.codegen=0",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdebug.errors import ConfigError, DataError
-from selfdebug.lit.data import (
+from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.train.data import (
     IGNORE_INDEX,
     BatchPlan,
     StepBatches,
@@ -27,7 +27,7 @@ from selfdebug.lit.data import (
     split_heldout,
     tokenize_examples,
 )
-from selfdebug.prompts import END, initial_messages, parse_completion, refine_messages, render_chat
+from selfdebug.core.prompts import END, initial_messages, parse_completion, refine_messages, render_chat
 
 
 def write_sft_dataset(folder: Path, n_problems: int = 24, per_wrong: int = 2, shard_size: int = 20) -> Path:
@@ -273,7 +273,7 @@ def test_examples_over_max_length_are_dropped(dataset, tokenizer):
 # ------------------------------------------------------------------------------------------------ steps
 
 def _toks(lengths: list[int]):
-    from selfdebug.lit.data import TokenizedExample
+    from selfdebug.train.data import TokenizedExample
 
     return [TokenizedExample(torch.arange(1, n + 1), n // 2, "refine", f"p{i}") for i, n in enumerate(lengths)]
 

@@ -16,8 +16,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from selfdebug.errors import ConfigError
-from selfdebug.tracking import (
+from selfdebug.core.errors import ConfigError
+from selfdebug.core.tracking import (
     RUN_ID_FILE,
     RunLogger,
     logger_from_config,
@@ -90,7 +90,7 @@ def hydra_node(*overrides: str, config: str = "train"):
 
 def test_tags_are_the_config_choices_and_the_stage():
     cfg = hydra_node("+exp=rl_quickstart", "reward=no_codebleu")
-    from selfdebug.tracking import hydra_choices
+    from selfdebug.core.tracking import hydra_choices
 
     tags = run_tags(hydra_choices(cfg.hydra), "rl", ["mine"])
     assert {"exp:rl_quickstart", "model:tiny", "reward:no_codebleu", "trainer:cpu", "peft:none", "stage:rl",
@@ -221,7 +221,7 @@ def test_dashboard_report_reads_the_metrics_the_runs_log():
     pytest.importorskip("wandb_workspaces")
     import wandb_workspaces.reports.v2 as wr
 
-    from selfdebug.dashboard import build_report
+    from selfdebug.analysis.dashboard import build_report
 
     report = build_report("me", group="sweep-x")
     grids = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfdebug.errors import ConfigError
+from selfdebug.core.errors import ConfigError
 from selfdebug.generation import GenerationRequest, SamplingParams
-from selfdebug.vllm_backend import (
+from selfdebug.generation.vllm import (
     INSTALL_HINT,
     VLLMGenerator,
     VLLMRolloutEngine,
@@ -58,7 +58,7 @@ def _env() -> dict:
 def _compose(config: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    import selfdebug.cli  # noqa: F401 - registers the resolvers the configs use (sanitize, data_dir)
+    import selfdebug.core.cli  # noqa: F401 - registers the resolvers the configs use (sanitize, data_dir)
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config, overrides=overrides)
@@ -67,7 +67,7 @@ def _compose(config: str, overrides: list[str]):
 # ------------------------------------------------------------------------------------------------ without vllm
 
 def test_missing_vllm_is_one_error_naming_the_extra(monkeypatch):
-    from selfdebug.lit.ppo import PPOSettings
+    from selfdebug.train.rl.module import PPOSettings
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as it does where it is not installed
     with pytest.raises(ConfigError, match=r"model\.generator: .*pip install 'selfdebug\[vllm\]'"):
@@ -133,8 +133,8 @@ def test_sync_sends_the_checkpoint_names_vllm_reads(tiny_model_dir, tiny_lm):
 
 
 def test_sync_merges_lora_without_touching_the_policy(tiny_cache_dir):
-    from selfdebug.lit.sft import LoraSettings, apply_lora
-    from selfdebug.models import load_causal_lm
+    from selfdebug.train.sft.module import LoraSettings, apply_lora
+    from selfdebug.core.models import load_causal_lm
 
     base, _ = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     plain_names = set(base.state_dict())
@@ -163,7 +163,7 @@ def test_sync_merges_lora_without_touching_the_policy(tiny_cache_dir):
 
 
 def test_ppo_settings_for_the_vllm_rollout_engine():
-    from selfdebug.lit.ppo import PPOSettings
+    from selfdebug.train.rl.module import PPOSettings
 
     assert PPOSettings().rollout_engine == "hf"
     with pytest.raises(ConfigError, match="rl.rollout_engine"):
@@ -187,10 +187,10 @@ def test_configs_compose_with_the_vllm_backend():
     for config in ("evaluate", "collect"):
         cfg = _compose(config, ["model=vllm", "model.name_or_path=codellama/CodeLlama-7b-Instruct-hf"])
         gen = OmegaConf.to_container(cfg.model.generator, resolve=False)
-        assert gen["_target_"] == "selfdebug.vllm_backend.VLLMGenerator"
+        assert gen["_target_"] == "selfdebug.generation.vllm.VLLMGenerator"
         assert cfg.model.name == "vllm-codellama_CodeLlama-7b-Instruct-hf"
     cfg = _compose("collect", ["teacher=vllm"])
-    assert cfg.teacher.teacher.generator._target_ == "selfdebug.vllm_backend.VLLMGenerator"
+    assert cfg.teacher.teacher.generator._target_ == "selfdebug.generation.vllm.VLLMGenerator"
     assert cfg.teacher.teacher.generator.model_name_or_path == cfg.model.name_or_path
     cfg = _compose("train", ["+exp=rl_quickstart", "rl.rollout_engine=vllm"])
     assert cfg.rl.rollout_engine == "vllm" and cfg.rl.vllm.gpu_memory_utilization == 0.3
@@ -253,10 +253,10 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
     """Each sync makes the engine's greedy tokens the policy's, after a full-weight update and with a LoRA
     adapter alike; without a sync it keeps sampling the old policy. In process the engine starts from dummy
     weights and takes the tensors by reference; an engine process reloads them from a file."""
-    from selfdebug.lit.sft import LoraSettings, apply_lora
-    from selfdebug.models import load_causal_lm
-    from selfdebug.prompts import render_chat
-    from selfdebug.vllm_backend import prompt_token_ids
+    from selfdebug.train.sft.module import LoraSettings, apply_lora
+    from selfdebug.core.models import load_causal_lm
+    from selfdebug.core.prompts import render_chat
+    from selfdebug.generation.vllm import prompt_token_ids
 
     policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     prompts = [prompt_token_ids(tok, render_chat(m, tok)) for m in MESSAGES]
@@ -301,7 +301,7 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
 def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
     """rl.rollout_engine=vllm: one sync per PPO step; the old log-probs are the policy's own (a forward pass),
     and with synced weights they agree with what vLLM sampled from."""
-    from selfdebug.lit.ppo import (
+    from selfdebug.train.rl.module import (
         PPOModule,
         PPOSettings,
         Rollouts,
@@ -310,10 +310,10 @@ def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
         response_scores,
         right_pad,
     )
-    from selfdebug.models import load_causal_lm
-    from selfdebug.prompts import render_chat
+    from selfdebug.core.models import load_causal_lm
+    from selfdebug.core.prompts import render_chat
     from selfdebug.rewards import CompositeReward
-    from selfdebug.vllm_backend import prompt_token_ids
+    from selfdebug.generation.vllm import prompt_token_ids
 
     policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     reward = CompositeReward(weights={"codebleu": 0.0, "unit_tests": 1.0, "explanation": 0.0}, kl_coef=0.0)
@@ -375,7 +375,7 @@ def _toy_dataset(folder: Path) -> Path:
 @pytest.mark.slow
 def test_rl_run_with_vllm_rollouts(tmp_path):
     """Two PPO steps of rl_quickstart with LoRA, rollouts sampled by vLLM, the real sandbox and reward."""
-    from selfdebug.rl_train import run
+    from selfdebug.train.rl.stage import run
 
     dataset = _toy_dataset(tmp_path / "data")
     cfg = _compose("train", [

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from selfdebug.errors import ConfigError, SelfDebugError
+from selfdebug.core.errors import ConfigError, SelfDebugError
 from selfdebug.execution.cache import ResultCache
 from selfdebug.execution.spec import ERROR, NO_CODE, TIMEOUT, ExecResult, TestSuite
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfdebug.errors import ConfigError, DataError
+from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution.spec import TestSuite
 from selfdebug.problems.datafiles import DATA_DIR_ENV as DATA_DIR_ENV
 from selfdebug.problems.datafiles import data_dir as data_dir

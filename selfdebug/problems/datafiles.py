@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from selfdebug.errors import DataError
+from selfdebug.core.errors import DataError
 
 DATA_DIR_ENV = "SELFDEBUG_DATA_DIR"
 PACKAGED_DIR = Path(__file__).resolve().parent / "data"

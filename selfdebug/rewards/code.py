@@ -99,7 +99,7 @@ def codebleu_score(candidate: str, references: Sequence[str], *, raw_package_sco
     """Mean CodeBLEU of ``candidate`` against each verified reference refinement; 0.0 without references.
 
     Compare like with like: the candidate and the references should both be whole programs as the sandbox runs
-    them (``selfdebug.prompts.assemble_program``), which is what collected records hold in ``refinement``.
+    them (``selfdebug.core.prompts.assemble_program``), which is what collected records hold in ``refinement``.
     """
     if not references:
         return 0.0

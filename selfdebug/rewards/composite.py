@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfdebug.errors import ConfigError, DataError
+from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution import ExecResult
 from selfdebug.rewards.code import code_reward, codebleu_scores, unit_test_scores
 from selfdebug.rewards.explanation import ExplanationScorer, default_model_path, explanation_reward

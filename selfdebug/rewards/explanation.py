@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfdebug.errors import ConfigError
+from selfdebug.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

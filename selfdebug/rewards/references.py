@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfdebug.errors import DataError
+from selfdebug.core.errors import DataError
 from selfdebug.problems import iter_records as read_lines  # the one JSON-lines reader
 
 REQUIRED_FIELDS = ("wrong_id", "explanation", "refinement", "verdict")

@@ -1,0 +1,1 @@
+"""Reading finished runs: the report, sweep summaries, the W&B dashboard and human rating sheets."""

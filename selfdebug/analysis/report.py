@@ -1,0 +1,301 @@
+"""``python -m selfdebug.report``: run dirs -> one Markdown + HTML report with tables and PNG plots.
+
+    python -m selfdebug.report outputs/ multirun/2026-11-26_10-00-00 -o reports/latest
+
+It reads every evaluation (``results.json``) and training run (``metrics.jsonl`` with a ``stage`` in its
+``.hydra/config.yaml``) under the given folders and writes:
+
+- Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after refinement;
+- Table 4: success refinement rate;
+- explanation quality scored by the LLM judge (``judge=openai|hf``), correctness and helpfulness 1-5;
+- pass@k by refinement round per model (PNG), and reward terms and KL over training steps (PNG);
+- sweep summaries: runs that differ only in ``seed`` form a cell; mean and 95% confidence interval per cell.
+
+A user without W&B gets the same picture from the files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+SEED_KEYS = ("seed",)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / ".hydra" / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
+
+
+def find_runs(paths: list[Path]) -> tuple[list[dict], list[dict]]:
+    """(evaluation runs, training runs) under ``paths``."""
+    evals, trains = [], []
+    for root in paths:
+        for results in sorted(root.rglob("results.json")):
+            run_dir = results.parent
+            cfg = _config(run_dir)
+            res = json.loads(results.read_text())
+            evals.append({"dir": run_dir, "config": cfg, "overrides": _overrides(run_dir), "results": res,
+                          "label": cfg.get("label") or res.get("model", "?"),
+                          "benchmark": res.get("benchmark", "?"), "mode": res.get("mode", "?")})
+        for metrics in sorted(root.rglob("metrics.jsonl")):
+            run_dir = metrics.parent
+            cfg = _config(run_dir)
+            if cfg.get("stage") not in ("sft", "rl"):
+                continue
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            trains.append({"dir": run_dir, "config": cfg, "overrides": _overrides(run_dir), "metrics": rows,
+                           "stage": cfg["stage"], "label": cfg.get("label") or f"{cfg['stage']}:{run_dir.name}"})
+    return evals, trains
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+
+def _value(entry: dict, key: str) -> float | None:
+    v = entry.get(key)
+    return None if v is None else v["value"]
+
+
+def table2_rows(evals: list[dict]) -> list[list]:
+    rows = []
+    for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
+        rounds = e["results"]["rounds"]
+        first, last = rounds[0], rounds[-1]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        rows.append([e["label"], e["mode"], e["benchmark"], fmt(_value(first, "pass@1")), fmt(_value(last, "pass@1")),
+                     fmt(_value(first, "pass@10")), fmt(_value(last, "pass@10")), len(rounds) - 1])
+    return rows
+
+
+def table4_rows(evals: list[dict]) -> list[list]:
+    rows = []
+    for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
+        res = e["results"]
+        rows.append([e["label"], e["mode"], e["benchmark"], res.get("initial_wrong", "-"),
+                     f"{res.get('success_refinement_rate', 0.0):.2f}"])
+    return rows
+
+
+def judge_rows(evals: list[dict]) -> list[list]:
+    """Explanation quality by the LLM judge (runs evaluated with judge=openai|hf): mean [95% CI] per axis."""
+    def cell(entry: dict) -> str:
+        if entry.get("mean") is None:
+            return "-"
+        return f"{entry['mean']:.2f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
+
+    rows = []
+    for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
+        j = e["results"].get("judge")
+        if j:
+            rows.append([e["label"], e["mode"], e["benchmark"], j["judge"], j["scored"], j["judge_unparsed"],
+                         cell(j["correctness"]), cell(j["helpfulness"])])
+    return rows
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of a Student-t interval (0 half-width for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy import stats as st
+
+    return mean, float(st.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+
+
+def cell_key(overrides: list[str]) -> str:
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS and not o.startswith("hydra.")]
+    return " ".join(sorted(kept)) or "(defaults)"
+
+
+def final_training_metric(run: dict, key: str) -> float | None:
+    values = [r[key] for r in run["metrics"] if isinstance(r.get(key), (int, float))]
+    return float(values[-1]) if values else None
+
+
+def sweep_rows(evals: list[dict], trains: list[dict]) -> list[list]:
+    """One row per cell (runs differing only in seed): n seeds, mean +- CI of the headline figure."""
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for e in evals:
+        v = e["results"].get("pass@k_final", {}).get("pass@1")
+        if v is not None:
+            cells[("evaluate", e["benchmark"], cell_key(e["overrides"]), "final pass@1")].append(v)
+    for t in trains:
+        key = "reward/total" if t["stage"] == "rl" else "train/loss"
+        v = final_training_metric(t, key)
+        if v is not None:
+            cells[(t["stage"], "-", cell_key(t["overrides"]), f"final {key}")].append(v)
+    rows = []
+    for (kind, bench, cell, metric), values in sorted(cells.items()):
+        mean, half = mean_ci(values)
+        rows.append([kind, bench, cell, metric, len(values), f"{mean:.3f}", f"± {half:.3f}"])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ plots
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close (a report draws many figures: each one's memory is freed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pass_by_round(evals: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for bench in sorted({e["benchmark"] for e in evals}):
+        runs = [e for e in evals if e["benchmark"] == bench]
+        ks = sorted({k for e in runs for k in e["results"]["rounds"][0] if k.startswith("pass@")},
+                    key=lambda k: int(k.split("@")[1]))
+        fig, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.6), squeeze=False)
+        # Models with equal scores would hide one another: each line is shifted a little along x and gets its
+        # own marker and dash, so every model stays visible (the ticks still mark whole rounds).
+        width = 0.12 if len(runs) > 1 else 0.0
+        for ax, k in zip(axes[0], ks):
+            for i, e in enumerate(runs):
+                rounds = e["results"]["rounds"]
+                shift = (i / (len(runs) - 1) - 0.5) * width if len(runs) > 1 else 0.0
+                xs = [r["round"] + shift for r in rounds if k in r]
+                ys = [r[k]["value"] for r in rounds if k in r]
+                lo = [r[k]["ci_low"] for r in rounds if k in r]
+                hi = [r[k]["ci_high"] for r in rounds if k in r]
+                ax.plot(xs, ys, marker="osD^vP*X"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4],
+                        label=f"{e['label']} ({e['mode']})")
+                ax.fill_between(xs, lo, hi, alpha=0.15)
+            ax.set_xlabel("refinement round (0 = initial code)")
+            ax.set_ylabel(f"{k} (%)")
+            ax.set_title(f"{bench}: {k} by round")
+            ax.set_xticks(sorted({r["round"] for e in runs for r in e["results"]["rounds"]}))
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        written.append(save_figure(fig, out / f"pass_by_round_{bench}.png"))
+    return written
+
+
+def plot_training(trains: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for stage, prefixes in (("rl", ("reward/total", "reward/r_", "reward/s_", "objective/kl")),
+                            ("sft", ("train/loss", "train/lr", "heldout/loss"))):
+        runs = [t for t in trains if t["stage"] == stage]
+        keys = sorted({k for t in runs for r in t["metrics"] for k, v in r.items()
+                       if k.startswith(prefixes) and isinstance(v, (int, float))})
+        if not runs or not keys:
+            continue
+        cols = min(3, len(keys))
+        n_rows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.2 * n_rows), squeeze=False)
+        for ax, key in zip([a for row in axes for a in row], keys):
+            for t in runs:
+                pts = [(r.get("step", i), r[key]) for i, r in enumerate(t["metrics"]) if isinstance(r.get(key), (int, float))]
+                if pts:
+                    ax.plot(*zip(*pts), label=t["label"])
+            ax.set_title(key)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        for ax in [a for row in axes for a in row][len(keys):]:
+            ax.axis("off")
+        axes[0][0].legend(fontsize=7)
+        written.append(save_figure(fig, out / f"training_{stage}.png"))
+    return written
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def _markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined", "pass@10 initial", "pass@10 refined", "rounds"]
+T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate (%)"]
+TJ = ["model", "mode", "benchmark", "judge", "explanations scored", "unparsed", "correctness (1-5)",
+      "helpfulness (1-5)"]
+SW = ["kind", "benchmark", "cell (overrides, seed excluded)", "metric", "seeds", "mean", "95% CI"]
+
+
+def write_report(paths: list[Path], out: Path) -> dict:
+    evals, trains = find_runs(paths)
+    if not evals and not trains:
+        raise SystemExit(f"error: no run dirs (results.json or training metrics.jsonl) under {', '.join(map(str, paths))}")
+    out.mkdir(parents=True, exist_ok=True)
+    plots = (plot_pass_by_round(evals, out) if evals else []) + plot_training(trains, out)
+    sections = []
+    if evals:
+        sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
+        sections.append(("Success refinement rate (Table 4 layout)", T4, table4_rows(evals)))
+        judged = judge_rows(evals)
+        if judged:
+            sections.append(("Explanation quality (LLM judge, mean [95% CI])", TJ, judged))
+    sweeps = sweep_rows(evals, trains)
+    if sweeps:
+        sections.append(("Sweep cells (mean over seeds)", SW, sweeps))
+    md = ["# selfdebug report", "", f"Runs: {len(evals)} evaluations, {len(trains)} training runs.", ""]
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>selfdebug report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}</style></head><body>",
+            "<h1>selfdebug report</h1>", f"<p>Runs: {len(evals)} evaluations, {len(trains)} training runs.</p>"]
+    for title, header, rows in sections:
+        md += [f"## {title}", "", _markdown_table(header, rows), ""]
+        page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+    if plots:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+        page += ["<h2>Plots</h2>"] + [f"<p><img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'></p>" for p in plots]
+    md += ["## Runs", ""] + [f"- `{r['dir']}`" for r in evals + trains]
+    page.append("</body></html>")
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text("\n".join(page) + "\n")
+    return {"markdown": out / "report.md", "html": out / "report.html", "plots": plots,
+            "evaluations": len(evals), "training_runs": len(trains)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m selfdebug.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run dirs or folders holding them (searched recursively)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("outputs/report"), help="where the report goes")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
+    info = write_report(args.paths, args.out)
+    print(f"report: {info['markdown']} and {info['html']} ({info['evaluations']} evaluations, "
+          f"{info['training_runs']} training runs, {len(info['plots'])} plots)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m selfdebug.collect``."""
+
+from selfdebug.collect.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Self-debugging evaluation: the protocol, pass@k and the explanation judge (``python -m selfdebug.evaluate``)."""

@@ -1,0 +1,5 @@
+"""``python -m selfdebug.evaluate``."""
+
+from selfdebug.evaluate.app import main
+
+main()

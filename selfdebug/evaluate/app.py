@@ -1,0 +1,171 @@
+"""``python -m selfdebug.evaluate``: pass@k of the initial code and after each round of self-debugging.
+
+    python -m selfdebug.evaluate +exp=eval_quickstart                    # offline: HumanEval, tiny model
+    python -m selfdebug.evaluate benchmark=mbpp model=reference       # sanity check: pass@1 = 100
+    python -m selfdebug.evaluate model=hf model.name_or_path=outputs/sft/... benchmark=mbpp_plus
+
+The run dir gets samples.jsonl (one line per judged program), results.json (pass@k per round with bootstrap
+intervals, refinement rates), metrics.jsonl, summary.json and the W&B run. Re-running with the same
+``hydra.run.dir`` resumes after the last finished round.
+
+With ``judge=openai`` (or ``judge=hf``) an LLM judge then scores every explanation on the rubric in
+``conf/judge/rubric/`` (correctness and helpfulness, 1-5): each row of samples.jsonl gets its verdict, results.json
+its means with bootstrap intervals (``judge``). Re-running on a finished run dir with a judge only adds the scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from selfdebug.core.cli import CONF_DIR, seed_everything, user_errors
+from selfdebug.core.errors import ConfigError
+
+log = logging.getLogger("selfdebug.evaluate")
+
+
+def select_problems(problems: list, limit: int | None, task_ids) -> list:
+    if task_ids:
+        wanted = [str(t) for t in task_ids]
+        by_id = {p.task_id: p for p in problems}
+        missing = [t for t in wanted if t not in by_id]
+        if missing:
+            raise ConfigError(f"task_ids: {missing[:5]} are not in the benchmark (ids look like {problems[0].task_id!r})")
+        problems = [by_id[t] for t in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit = {limit}; it must be a positive number of problems, or null for all")
+        problems = problems[:limit]
+    return problems
+
+
+def settings_from_config(cfg: DictConfig):
+    from selfdebug.evaluate.protocol import EvalSettings
+    from selfdebug.generation import SamplingParams
+
+    return EvalSettings(n_samples=int(cfg.n_samples), rounds=int(cfg.rounds), mode=str(cfg.mode),
+                        sampling=SamplingParams(**OmegaConf.to_container(cfg.sampling, resolve=True)),
+                        refine_sampling=SamplingParams(**OmegaConf.to_container(cfg.refine_sampling, resolve=True)),
+                        ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
+                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed))
+
+
+def judge_from_config(cfg: DictConfig):
+    """(rubric, settings) of the ``judge`` group, or None for judge=none; checked before any model loads."""
+    if cfg.judge.get("generator") is None:
+        return None
+    if str(cfg.mode) != "explain_refine":
+        # Not an error: a sweep over both modes with one judge setting still runs its refine jobs.
+        log.warning("judge=%s skipped: mode=%s asks for code only, so there are no explanations to score",
+                    cfg.judge.name, cfg.mode)
+        return None
+    from selfdebug.generation import SamplingParams
+    from selfdebug.evaluate.judge import JudgeSettings, Rubric
+
+    rubric = Rubric.from_dict(OmegaConf.to_container(cfg.judge.rubric, resolve=True))
+    rounds = cfg.judge.get("rounds")
+    max_items = cfg.judge.get("max_items")
+    settings = JudgeSettings(sampling=SamplingParams(**OmegaConf.to_container(cfg.judge.sampling, resolve=True)),
+                             rounds=None if rounds is None else tuple(int(r) for r in rounds),
+                             max_items=None if max_items is None else int(max_items),
+                             chunk_size=int(cfg.judge.chunk_size), seed=int(cfg.seed))
+    return rubric, settings
+
+
+def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir: Path) -> dict:
+    """Scores the run's explanations (verdicts land in ``rows``) and returns results.json's ``judge`` entry."""
+    from selfdebug.evaluate.judge import judge_rows, summarize_judge
+
+    rubric, settings = setup
+    judge = hydra.utils.instantiate(cfg.judge.generator)
+    try:
+        info = judge_rows(rows, problems, judge, rubric, settings, checkpoint_dir=run_dir / "checkpoints",
+                          progress=bool(cfg.progress))
+    finally:
+        judge.close()
+    return summarize_judge(rows, info, int(cfg.bootstrap.n_resamples), float(cfg.bootstrap.confidence),
+                           int(cfg.seed))
+
+
+def run(cfg: DictConfig) -> dict:
+    from selfdebug.evaluate.protocol import run_self_debug, summarize
+    from selfdebug.execution import Sandbox, SandboxConfig
+    from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    seed_everything(int(cfg.seed))
+    # Everything that can be checked cheaply is checked before the model loads.
+    settings = settings_from_config(cfg)
+    judge_setup = judge_from_config(cfg)
+    sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+    problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
+    log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
+             settings.n_samples, settings.rounds, settings.mode)
+    generator = hydra.utils.instantiate(cfg.model.generator)
+    logger = logger_from_config(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="evaluate")
+    exit_code = 1
+    try:
+        with Sandbox(sandbox_config) as sandbox:
+            def on_round(round_index: int, rows: list[dict]) -> None:
+                logger.log({"round": round_index, "programs": len(rows),
+                            "passed": sum(r["passed"] for r in rows)}, step=round_index)
+
+            rows = run_self_debug(problems, generator, sandbox, settings, checkpoint_dir=run_dir / "checkpoints",
+                                  progress=bool(cfg.progress), on_round=on_round)
+            results = summarize(rows, problems, settings)
+            results.update(benchmark=cfg.benchmark.name, model=cfg.model.name, sandbox=sandbox.stats())
+        if judge_setup is not None:
+            generator.close()  # a local judge model may need the memory the evaluated model holds
+            results["judge"] = run_judge(cfg, judge_setup, rows, problems, run_dir)
+        write_jsonl_atomic(run_dir / "samples.jsonl", rows)
+        for entry in results["rounds"]:
+            logger.log({f"round_{entry['round']}/{k}": v["value"] for k, v in entry.items() if k.startswith("pass@")})
+        refined = [r for r in rows if r["round"] > 0][:500]
+        logger.table("refinements", ["task_id", "round", "sample_index", "explanation", "solution", "status"],
+                     [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["solution"], r["status"]]
+                      for r in refined])
+        if "judge" in results:
+            judged = [r for r in rows if r.get("judge")][:500]
+            logger.log({f"judge/{axis}": results["judge"][axis]["mean"] for axis in ("correctness", "helpfulness")
+                        if results["judge"][axis]["mean"] is not None}
+                       | {"judge/scored": results["judge"]["scored"],
+                          "judge/judge_unparsed": results["judge"]["judge_unparsed"]})
+            logger.table("judge", ["task_id", "round", "sample_index", "explanation", "correctness", "helpfulness",
+                                   "status"],
+                         [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["judge"].get("correctness"),
+                           r["judge"].get("helpfulness"), r["judge"]["status"]] for r in judged])
+        write_json_atomic(run_dir / "results.json", results)  # last: its presence means the run is complete
+        logger.summary({"benchmark": results["benchmark"], "model": results["model"],
+                        "pass@k_initial": results["pass@k_initial"], "pass@k_final": results["pass@k_final"],
+                        "success_refinement_rate": results["success_refinement_rate"],
+                        **({"judge": {k: results["judge"][k] for k in ("judge", "scored", "judge_unparsed",
+                                                                        "correctness", "helpfulness")}}
+                           if "judge" in results else {})})
+        exit_code = 0
+    finally:
+        logger.finish(exit_code)
+        generator.close()
+    line = ", ".join(f"{k} {v:.2f} -> {results['pass@k_final'][k]:.2f}" for k, v in results["pass@k_initial"].items())
+    print(f"{results['benchmark']} / {results['model']}: {line}; refinement rate "
+          f"{results['success_refinement_rate']:.2f}%\nresults: {run_dir / 'results.json'}", flush=True)
+    if "judge" in results:
+        j = results["judge"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"judge {j['judge']}: correctness {fmt(j['correctness']['mean'])}, helpfulness "
+              f"{fmt(j['helpfulness']['mean'])} over {j['scored']} explanations ({j['judge_unparsed']} unparsed)",
+              flush=True)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

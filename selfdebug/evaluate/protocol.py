@@ -1,0 +1,166 @@
+"""The self-debugging evaluation protocol, as plain functions (no Hydra, no Trainer).
+
+Per problem, ``n_samples`` initial programs are sampled and judged. Each wrong one gets its execution
+feedback and one refinement (mode ``refine`` or ``explain_refine``); a program still wrong is refined again,
+up to ``rounds`` times. A sample counts as correct at round r if it passed at any round <= r, so pass@k per
+round is computed from the same n samples per problem with the unbiased estimator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.execution import Sandbox
+from selfdebug.generation import GenerationRequest, Generator, SamplingParams
+from selfdebug.evaluate.passk import summarize_pass_at_k
+from selfdebug.problems import Problem
+from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion, refine_messages
+from selfdebug.core.tracking import write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+
+MODES = ("refine", "explain_refine")
+
+
+@dataclass
+class EvalSettings:
+    n_samples: int = 100
+    rounds: int = 3
+    mode: str = "explain_refine"
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.8))
+    refine_sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.8))
+    ks: tuple[int, ...] = (1, 10)
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode = {self.mode!r}; choose one of {MODES}")
+        if self.n_samples < 1:
+            raise ConfigError(f"n_samples = {self.n_samples}; it must be at least 1")
+        if self.rounds < 0:
+            raise ConfigError(f"rounds = {self.rounds}; it must be 0 (no refinement) or more")
+
+    def fingerprint(self, problems: list[Problem], generator_name: str) -> str:
+        blob = json.dumps({"settings": asdict(self), "tasks": [p.task_id for p in problems],
+                           "generator": generator_name}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _judge(problems_by_id, pending, completions, sandbox, round_index, progress) -> list[dict]:
+    """Parse, assemble and judge one completion per pending entry; returns the new sample rows."""
+    parsed = [parse_completion(text) for text in completions]
+    programs = [assemble_program(problems_by_id[s["task_id"]], p.code) if p.code is not None else None
+                for s, p in zip(pending, parsed)]
+    results = sandbox.run_batch([(prog, problems_by_id[s["task_id"]].tests) for s, prog in zip(pending, programs)],
+                                progress=f"round {round_index}: judging" if progress else False)
+    rows = []
+    for s, text, p, prog, res in zip(pending, completions, parsed, programs, results):
+        rows.append({"task_id": s["task_id"], "round": round_index, "sample_index": s["sample_index"],
+                     "solution": prog or "", "passed": res.passed, "status": res.status,
+                     "n_passed": res.n_passed, "n_tests": res.n_tests, "feedback": res.feedback,
+                     "explanation": p.explanation if round_index > 0 else None, "code": p.code,
+                     "completion": text})
+    return rows
+
+
+def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandbox, settings: EvalSettings,
+                   checkpoint_dir: Path | None = None, progress: bool = True,
+                   on_round: Callable[[int, list[dict]], None] | None = None) -> list[dict]:
+    """Runs every round; returns all sample rows. With ``checkpoint_dir``, finished rounds are kept there and
+    a re-run with the same settings resumes after the last finished round."""
+    if not problems:
+        raise DataError("no problems to evaluate: the benchmark selection is empty")
+    by_id = {p.task_id: p for p in problems}
+    fingerprint = settings.fingerprint(problems, generator.name)
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        meta = checkpoint_dir / "meta.json"
+        if meta.exists() and json.loads(meta.read_text())["fingerprint"] != fingerprint:
+            raise ConfigError(f"{checkpoint_dir} holds rounds of a different evaluation (other settings, tasks or "
+                              "model); point hydra.run.dir at a new folder")
+        write_json_atomic(meta, {"fingerprint": fingerprint})
+
+    latest: dict[tuple[str, int], dict] = {}  # (task_id, sample_index) -> its row from the latest round
+    all_rows: list[dict] = []
+    for round_index in range(settings.rounds + 1):
+        path = checkpoint_dir / f"round_{round_index}.jsonl" if checkpoint_dir is not None else None
+        if path is not None and path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            log.info("round %d: resumed %d samples from %s", round_index, len(rows), path)
+        else:
+            rows = _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress)
+            if path is not None:
+                write_jsonl_atomic(path, rows)
+        for row in rows:
+            latest[(row["task_id"], row["sample_index"])] = row
+        all_rows.extend(rows)
+        if on_round is not None:
+            on_round(round_index, rows)
+    return all_rows
+
+
+def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress) -> list[dict]:
+    if round_index == 0:
+        params = replace(settings.sampling, n=settings.n_samples, seed=settings.seed)
+        requests = [GenerationRequest(initial_messages(p), p) for p in problems]
+        nested = generator.generate(requests, params)
+        pending = [{"task_id": p.task_id, "sample_index": i} for p in problems for i in range(settings.n_samples)]
+        completions = [text for texts in nested for text in _exactly(texts, settings.n_samples, generator)]
+    else:
+        pending = [row for row in latest.values() if not row["passed"]]
+        if not pending:
+            return []
+        params = replace(settings.refine_sampling, n=1, seed=settings.seed + 1000 * round_index)
+        requests = [GenerationRequest(refine_messages(by_id[r["task_id"]], r["code"] or r["completion"],
+                                                      r["feedback"], settings.mode), by_id[r["task_id"]])
+                    for r in pending]
+        completions = [_exactly(texts, 1, generator)[0] for texts in generator.generate(requests, params)]
+    log.info("round %d: judging %d programs", round_index, len(completions))
+    return _judge(by_id, pending, completions, sandbox, round_index, progress)
+
+
+def _exactly(texts: list[str], n: int, generator: Generator) -> list[str]:
+    if len(texts) != n:
+        raise RuntimeError(f"generator {generator.name} returned {len(texts)} completions where {n} were asked for")
+    return texts
+
+
+def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings) -> dict:
+    """pass@k per round with bootstrap intervals, refinement rates and verdict counts."""
+    solved_at: dict[tuple[str, int], int] = {}
+    for row in rows:
+        if row["passed"]:
+            key = (row["task_id"], row["sample_index"])
+            solved_at[key] = min(solved_at.get(key, row["round"]), row["round"])
+    n = settings.n_samples
+    initial_wrong = sum(1 for r in rows if r["round"] == 0 and not r["passed"])
+    per_round = []
+    for round_index in range(settings.rounds + 1):
+        these = [r for r in rows if r["round"] == round_index]
+        counts = [(n, sum(1 for i in range(n) if solved_at.get((p.task_id, i), 1 << 30) <= round_index))
+                  for p in problems]
+        entry = {"round": round_index, "n_programs": len(these), "n_passed": sum(r["passed"] for r in these),
+                 "status_counts": dict(Counter(r["status"] for r in these)),
+                 **summarize_pass_at_k(counts, settings.ks, settings.n_resamples, settings.confidence, settings.seed)}
+        if round_index > 0:
+            fixed_by_now = sum(1 for r in solved_at.values() if 0 < r <= round_index)
+            entry["refinement"] = {
+                "attempted": len(these), "fixed": entry["n_passed"],
+                "rate": 100 * entry["n_passed"] / len(these) if these else 0.0,
+                "cumulative_rate": 100 * fixed_by_now / initial_wrong if initial_wrong else 0.0}
+        per_round.append(entry)
+    final = per_round[-1]
+    return {"n_problems": len(problems), "n_samples": n, "mode": settings.mode, "rounds": per_round,
+            "initial_wrong": initial_wrong,
+            "success_refinement_rate": final.get("refinement", {}).get("cumulative_rate", 0.0),
+            "pass@k_initial": {k: v["value"] for k, v in per_round[0].items() if k.startswith("pass@")},
+            "pass@k_final": {k: v["value"] for k, v in final.items() if k.startswith("pass@")}}

@@ -1,1 +1,0 @@
-"""Teachers: write an explanation and a refinement for a wrong program (an LLM, or offline mutations)."""

@@ -1,0 +1,1 @@
+"""Training stages as Lightning modules: SFT and PPO, and the lifecycle they share (``python -m selfdebug.train``)."""

@@ -1,0 +1,5 @@
+"""``python -m selfdebug.train``."""
+
+from selfdebug.train.app import main
+
+main()

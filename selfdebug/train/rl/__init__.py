@@ -1,0 +1,1 @@
+"""PPO from the SFT model with the span-level composite reward."""

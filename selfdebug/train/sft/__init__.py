@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on verified explanation + refinement trajectories."""

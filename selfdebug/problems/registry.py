@@ -1,0 +1,67 @@
+"""The benchmark registry: every loader by name, and the task-id / limit selection the configs use."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+
+from selfdebug.core.errors import ConfigError
+from selfdebug.problems.apps import load_apps
+from selfdebug.problems.codecontests import load_codecontests
+from selfdebug.problems.evalplus import load_evalplus
+from selfdebug.problems.humaneval import load_humaneval
+from selfdebug.problems.mbpp import load_mbpp
+from selfdebug.problems.problem import Problem
+
+_REGISTRY: dict[str, tuple[Callable[..., list[Problem]], dict]] = {
+    "humaneval": (load_humaneval, {}),
+    "mbpp": (load_mbpp, {"sanitized": False}),
+    "mbpp_sanitized": (load_mbpp, {"sanitized": True}),
+    "mbpp_plus": (load_evalplus, {"name": "mbpp_plus"}),
+    "humaneval_plus": (load_evalplus, {"name": "humaneval_plus"}),
+    "apps": (load_apps, {}),
+    "codecontests": (load_codecontests, {}),
+}
+BENCHMARKS: tuple[str, ...] = tuple(_REGISTRY)
+_ALIASES = {"human_eval": "humaneval", "mbpp+": "mbpp_plus", "humaneval+": "humaneval_plus",
+            "code_contests": "codecontests", "sanitized_mbpp": "mbpp_sanitized"}
+
+
+def load_benchmark(name: str, *, limit: int | None = None, task_ids: Iterable[str] | None = None,
+                   **kwargs) -> list[Problem]:
+    """Load a benchmark by registry name (see ``BENCHMARKS``), then keep ``task_ids`` and the first ``limit``.
+
+    ``kwargs`` go to the loader (``path``, ``split``, ...); an unknown name or option raises ``ConfigError``.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ConfigError(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")
+    loader, fixed = _REGISTRY[key]
+    allowed = [p for p in inspect.signature(loader).parameters if p not in fixed]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError(f"benchmark {key!r} has no option {', '.join(map(repr, unknown))}: its options are "
+                          f"{', '.join(allowed)}")
+    problems = loader(**fixed, **kwargs)
+    return select_problems(problems, limit=limit, task_ids=task_ids)
+
+
+def select_problems(problems: list[Problem], *, limit: int | None = None,
+                    task_ids: Iterable[str] | None = None) -> list[Problem]:
+    """Keep the problems named in ``task_ids`` (in the given order), then the first ``limit``."""
+    if task_ids is not None:
+        if isinstance(task_ids, str):
+            task_ids = [task_ids]
+        by_id = {p.task_id: p for p in problems}
+        wanted = list(dict.fromkeys(task_ids))
+        missing = [t for t in wanted if t not in by_id]
+        if missing:
+            shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise ConfigError(f"task_ids: no problem {shown} in this benchmark")
+        problems = [by_id[t] for t in wanted]
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ConfigError(f"limit must be a non-negative integer or None, got {limit!r}")
+        problems = problems[:limit]
+    return list(problems)

@@ -71,13 +71,13 @@ def prepare(args) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from selfdebug.core.models import _train_tokenizer, _tiny_corpus
+    from selfdebug.core.models import tiny_corpus, train_tokenizer
     from selfdebug.problems import data_file, iter_records
     from selfdebug.rewards.explanation import default_model_path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    corpus = _tiny_corpus()
+    corpus = tiny_corpus()
     for name in ("mbpp.jsonl",):
         for _, rec in iter_records(data_file(name)):
             corpus.append(str(rec.get("text", "")) + "\n" + str(rec.get("code", "")))
@@ -87,7 +87,7 @@ def prepare(args) -> None:
     for path in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
         if "site-packages" not in path.parts:
             corpus.append(path.read_text(errors="replace"))
-    tokenizer = _train_tokenizer(VOCAB, corpus)
+    tokenizer = train_tokenizer(VOCAB, corpus)
     if len(tokenizer) != VOCAB:
         raise SystemExit(f"tokenizer: {len(tokenizer)} ids, expected {VOCAB}; give it more text")
     tokenizer.save_pretrained(out / "tokenizer")

@@ -1,8 +1,6 @@
-"""``python -m selfdebug.sweep_summary``: runs :mod:`selfdebug.analysis.sweep_summary`."""
+"""``python -m selfdebug.sweep_summary``: runs :mod:`selfdebug.analysis.sweep_summary` (conf/sweep_summary.yaml)."""
 
 if __name__ == "__main__":
-    import sys
-
     from selfdebug.analysis.sweep_summary import main
 
-    sys.exit(main())
+    main()

@@ -13,4 +13,4 @@ ENTRY=${ENTRY:-selfdebug.train}
 DIR=${DIR:-multirun/rl/ablations/$(date +%Y-%m-%d_%H-%M-%S)}
 python -m "$ENTRY" --multirun +exp="$EXP" reward=ledex,no_explanation,no_codebleu,sequence_level seed=1,2,3 \
     hydra.sweep.dir="$DIR" "$@"
-python -m selfdebug.sweep_summary "$DIR"
+python -m selfdebug.sweep_summary sweep_dir="$DIR"

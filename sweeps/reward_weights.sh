@@ -12,4 +12,4 @@ EXP=${EXP:-rl_quickstart}
 ENTRY=${ENTRY:-selfdebug.train}
 DIR=${DIR:-multirun/rl/reward_weights/$(date +%Y-%m-%d_%H-%M-%S)}
 python -m "$ENTRY" --multirun +exp="$EXP" reward.weights.explanation=0,0.5,1 seed=1,2,3 hydra.sweep.dir="$DIR" "$@"
-python -m selfdebug.sweep_summary "$DIR"
+python -m selfdebug.sweep_summary sweep_dir="$DIR"

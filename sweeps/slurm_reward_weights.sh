@@ -13,7 +13,7 @@
 # Time-outs are requeued up to hydra.launcher.max_num_timeout times, preemptions always.
 #
 # This command waits for the whole sweep (run it in tmux/screen on the login node). If it dies, the jobs go on
-# (squeue); when they are done: python -m selfdebug.sweep_summary "$DIR". To redo runs that failed for good
+# (squeue); when they are done: python -m selfdebug.sweep_summary sweep_dir="$DIR". To redo runs that failed for good
 # (requeues used up, a crash), run the same command with the same DIR once none of its jobs is queued or running
 # (two jobs in one run dir would clobber each other): each run resumes from its checkpoints, finished ones return
 # at once.
@@ -26,4 +26,4 @@ DIR=${DIR:-multirun/rl/reward_weights_slurm/$(date +%Y-%m-%d_%H-%M-%S)}
 python -m selfdebug.train --multirun hydra/launcher=submitit_slurm hydra.launcher.partition="$PARTITION" \
     hydra.launcher.timeout_min="${TIMEOUT_MIN:-1440}" hydra.launcher.gpus_per_node=1 \
     +exp="$EXP" reward.weights.explanation=0,0.5,1 seed=1,2,3 hydra.sweep.dir="$DIR" "$@"
-python -m selfdebug.sweep_summary "$DIR"
+python -m selfdebug.sweep_summary sweep_dir="$DIR"

@@ -169,7 +169,7 @@ def test_judge_scores_every_explanation(tmp_path):
     assert "judge openai:judge: correctness 3.50, helpfulness 3.50 over 6 explanations (3 unparsed)" in proc.stdout
 
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path), "-o", str(out)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path}", f"out={out}"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ci = f"[{j['correctness']['ci_low']:.2f}, {j['correctness']['ci_high']:.2f}]"

@@ -422,8 +422,12 @@ def test_sweep_of_two_cells_writes_the_summary_table(tmp_path, toy_dataset):
     assert cells["0"]["metrics"]["final/reward/r_expl"]["mean"] == 0.0
     assert cells["1"]["metrics"]["final/reward/r_expl"]["mean"] != 0.0
 
-    from selfdebug.analysis.sweep_summary import main, mean_ci
+    from selfdebug.analysis.sweep_summary import mean_ci
 
-    assert main([str(sweep), "--metric", "final/rollout/pass_rate"]) == 0
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.sweep_summary", f"sweep_dir={sweep}",
+                           "metrics=[final/rollout/pass_rate]"], check=False, cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final/rollout/pass_rate" in proc.stdout
     mean, low, high = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and low == pytest.approx(2.0 - 4.302653 / math.sqrt(3), rel=1e-5) and high > 3.0

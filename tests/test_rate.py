@@ -1,5 +1,6 @@
-"""``python -m selfdebug.rate export`` / ``import`` on real evaluation runs: blinded sheets, filled the way a
-spreadsheet user or the HTML page fills them, read back onto the right sample and model; bad sheets refused."""
+"""``python -m selfdebug.rate command=export`` / ``command=import`` on real evaluation runs: blinded sheets,
+filled the way a spreadsheet user or the HTML page fills them, read back onto the right sample and model; bad
+sheets refused."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def rate(*args: str) -> subprocess.CompletedProcess:
 
 
 def export(runs, out: Path, n: int = 5, seed: int = 0) -> subprocess.CompletedProcess:
-    return rate("export", f"run={runs['base']}", f"run={runs['sft']}", f"n={n}", f"seed={seed}", f"out={out}")
+    return rate("command=export", f"runs=[{runs['base']},{runs['sft']}]", f"n={n}", f"seed={seed}", f"out={out}")
 
 
 def fill_like_a_spreadsheet(sheet: Path, dest: Path, rater: str, skip: int = 0) -> None:
@@ -132,7 +133,7 @@ def test_export_then_import_round_trips(runs, tmp_path):
 
     fill_like_a_spreadsheet(sheet_dir / "sheet.csv", tmp_path / "ann.csv", "ann")
     fill_like_a_spreadsheet(sheet_dir / "sheet.csv", tmp_path / "bob.csv", "bob", skip=3)  # bob skipped 3 items
-    proc = rate("import", f"sheet={tmp_path / 'ann.csv'}", f"sheet={tmp_path / 'bob.csv'}", f"key={key_path}")
+    proc = rate("command=import", f"sheets=[{tmp_path / 'ann.csv'},{tmp_path / 'bob.csv'}]", f"key={key_path}")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "study" / "rating_summary.json").read_text())
     check_round_trip(summary, {"ann": 10, "bob": 7})
@@ -189,23 +190,23 @@ def test_bad_sheets_fail_with_file_line_and_column(runs, tmp_path):
     }
     for name, (rows, pattern) in cases.items():
         sheet = write_csv(tmp_path / name, head, rows)
-        proc = rate("import", f"sheet={good}", f"sheet={sheet}", f"key={key_path}")
+        proc = rate("command=import", f"sheets=[{good},{sheet}]", f"key={key_path}")
         assert proc.returncode == 2 and re.search(pattern, proc.stderr), (name, proc.stderr)
         assert "Traceback" not in proc.stderr and not (tmp_path / "study" / "rating_summary.json").exists()
 
     bad_header = write_csv(tmp_path / "header.csv", ["item", "rater", "correctness", "helpfulness"], [])
-    proc = rate("import", f"sheet={bad_header}", f"key={key_path}")
+    proc = rate("command=import", f"sheets={bad_header}", f"key={key_path}")
     assert proc.returncode == 2 and "header.csv:1: the header needs columns" in proc.stderr
     assert "missing ['item_id']; unknown ['item']" in proc.stderr
 
     # All problems at once, one message.
     many = write_csv(tmp_path / "many.csv", head, [[ids[1], "ann", 9, 3, ""], [ids[2], "ann", 3, 0, ""]])
-    proc = rate("import", f"sheet={many}", f"key={key_path}")
+    proc = rate("command=import", f"sheets={many}", f"key={key_path}")
     assert proc.returncode == 2 and "2 problem(s)" in proc.stderr and "many.csv:3" in proc.stderr
 
-    proc = rate("import", f"sheet={tmp_path / 'missing.csv'}", f"key={key_path}")
+    proc = rate("command=import", f"sheets={tmp_path / 'missing.csv'}", f"key={key_path}")
     assert proc.returncode == 2 and "no such file" in proc.stderr
-    proc = rate("import", f"sheet={good}", f"key={tmp_path / 'good.csv'}")
+    proc = rate("command=import", f"sheets={good}", f"key={tmp_path / 'good.csv'}")
     assert proc.returncode == 2 and "not JSON" in proc.stderr
 
 
@@ -224,13 +225,21 @@ def test_bad_exports_write_nothing(runs, tmp_path):
     shutil.copytree(runs["base"], refine)
     results = json.loads((refine / "results.json").read_text())
     (refine / "results.json").write_text(json.dumps({**results, "mode": "refine"}))
-    proc = rate("export", f"run={refine}", "n=1", f"out={tmp_path / 'r'}")
+    proc = rate("command=export", f"runs={refine}", "n=1", f"out={tmp_path / 'r'}")
     assert proc.returncode == 2 and "mode=refine" in proc.stderr
 
-    proc = rate("export", f"run={runs['base']}", "n=5", f"out={tmp_path / 'x'}", "colour=blue")
-    assert proc.returncode == 2 and "'colour=blue' is not one of" in proc.stderr
-    proc = rate("export", "n=5", f"out={tmp_path / 'x'}")
-    assert proc.returncode == 2 and "at least one run=" in proc.stderr
+    # An unknown key is Hydra's to report (exit 1, as for every entry point); bad values are ours (exit 2).
+    proc = rate("command=export", f"runs={runs['base']}", "n=5", f"out={tmp_path / 'x'}", "colour=blue")
+    assert proc.returncode == 1 and "Could not override 'colour'" in proc.stderr
+    proc = rate("command=export", "n=5", f"out={tmp_path / 'x'}")
+    assert proc.returncode == 2 and "at least one run dir" in proc.stderr
+    proc = rate("command=export", f"runs={runs['base']}", "n=many", f"out={tmp_path / 'x'}")
+    assert proc.returncode == 2 and "n='many': not an integer" in proc.stderr and "Traceback" not in proc.stderr
+    proc = rate("command=rank", f"runs={runs['base']}")
+    assert proc.returncode == 2 and "command='rank'" in proc.stderr
+    proc = rate("command=export", f"runs={runs['base']}", f"sheets={tmp_path / 'a.csv'}", f"out={tmp_path / 'x'}")
+    assert proc.returncode == 2 and "sheets= is read by command=import" in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------------ a real browser
@@ -301,7 +310,7 @@ def test_html_sheet_in_headless_chromium(runs, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     key_path = tmp_path / "study" / "key.json"
-    proc = rate("import", f"sheet={saved}", f"key={key_path}")
+    proc = rate("command=import", f"sheets={saved}", f"key={key_path}")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "study" / "rating_summary.json").read_text())
     check_round_trip(summary, {"carol": 10})

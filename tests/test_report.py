@@ -25,7 +25,7 @@ def test_report_from_single_runs_and_a_seed_sweep(tmp_path):
                               env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path / "sweep"), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'sweep'}", f"out={out}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
@@ -48,13 +48,13 @@ def test_report_training_curves(tmp_path):
     (run / "metrics.jsonl").write_text("".join(
         json.dumps({"step": i, "reward/total": i / 10, "reward/r_code": i / 20, "objective/kl": 0.01 * i}) + "\n" for i in range(20)))
     out = tmp_path / "report"
-    subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path), "-o", str(out)], check=True,
+    subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs=[{tmp_path}]", f"out={out}"], check=True,
                    cwd=REPO, capture_output=True, timeout=300)
     assert (out / "training_rl.png").stat().st_size > 10_000
     assert "| rl | - | (defaults) | final reward/total | 1 | 1.900 |" in (out / "report.md").read_text()
 
 
 def test_report_on_a_folder_without_runs_fails_clearly(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", str(tmp_path)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path}"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "no run dirs" in proc.stderr

@@ -1,7 +1,7 @@
-"""``python -m selfdebug.dashboard --entity ENTITY [--project selfdebug] [--group GROUP]``: the W&B report that
+"""``python -m selfdebug.dashboard entity=ENTITY [project=selfdebug] [group=GROUP]``: the W&B report that
 reads the runs this project logs (needs ``pip install -e ".[dashboard]"``, a W&B login and the network).
 
-Four sections, each a panel grid over the runs of one job type (and of one group, with ``--group``):
+Four sections, each a panel grid over the runs of one job type (and of one group, with ``group=``):
 evaluation (pass@1 and pass@10 by round per model label, the refinement samples), RL (reward terms, KL,
 entropy, pass rate over steps, sampled rollouts), SFT (loss, held-out samples) and sweeps (parallel coordinates
 from the reward weights and the seed to the final reward and pass rate). The metric names are the ones
@@ -10,7 +10,12 @@ from the reward weights and the seed to the final reward and pass rate). The met
 
 from __future__ import annotations
 
-import argparse
+import hydra
+from omegaconf import DictConfig
+
+from selfdebug.analysis import options
+from selfdebug.core.cli import CONF_DIR
+from selfdebug.core.errors import ConfigError
 
 ROUNDS = 4  # the initial code and up to 3 rounds of explanation + refinement (the paper's protocol)
 
@@ -55,18 +60,22 @@ def build_report(entity: str, project: str = "selfdebug", group: str | None = No
                 wr.H2("Sweeps over the reward weights"), sweeps])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m selfdebug.dashboard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--entity", required=True, help="W&B entity (user or team) that owns the project")
-    parser.add_argument("--project", default="selfdebug", help="W&B project (logger.project; default selfdebug)")
-    parser.add_argument("--group", default=None, help="only the runs of this group (a sweep, a pipeline)")
-    args = parser.parse_args(argv)
+def run(cfg: DictConfig) -> str:
+    entity = options.text(cfg, "entity", "entity=my-team (the W&B user or team that owns the project)")
+    project = options.text(cfg, "project", "project=selfdebug")
+    group = cfg.get("group")
     try:
-        report = build_report(args.entity, args.project, args.group)
+        report = build_report(entity, project, None if group is None else str(group))
     except ImportError:
-        raise SystemExit('error: the dashboard needs wandb-workspaces: pip install -e ".[dashboard]"') from None
+        raise ConfigError('the dashboard needs wandb-workspaces: pip install -e ".[dashboard]"') from None
     report.save()
     print(report.url)
+    return report.url
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="dashboard")
+def main(cfg: DictConfig) -> None:
+    options.run_command(run, cfg)
 
 
 if __name__ == "__main__":

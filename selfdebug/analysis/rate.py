@@ -1,7 +1,7 @@
 """``python -m selfdebug.rate``: human ratings of bug explanations, blinded, and read back.
 
-    python -m selfdebug.rate export run=outputs/evaluate/.../base run=outputs/evaluate/.../sft n=50 seed=0 out=rating
-    python -m selfdebug.rate import sheet=ratings-alice.csv sheet=ratings-bob.csv key=rating/key.json
+    python -m selfdebug.rate command=export 'runs=[outputs/evaluate/.../base,outputs/evaluate/.../sft]' out=rating
+    python -m selfdebug.rate command=import 'sheets=[ratings-alice.csv,ratings-bob.csv]' key=rating/key.json
 
 ``export`` draws ``n`` wrong initial programs with their explanation from each run (runs evaluated with
 mode=explain_refine), shuffles them together under opaque ids and writes, under ``out/sheet/``, a rating
@@ -24,21 +24,22 @@ import html
 import io
 import itertools
 import json
-import logging
 import math
 import os
 import random
-import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import hydra
 import yaml
+from omegaconf import DictConfig
 
+from selfdebug.analysis import options
 from selfdebug.core.cli import CONF_DIR
-from selfdebug.core.errors import ConfigError, DataError, SelfDebugError
-from selfdebug.evaluate.judge import AXES, SCORES, Rubric, explanation_items, mean_ci
+from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.tracking import write_json_atomic
+from selfdebug.evaluate.judge import AXES, SCORES, Rubric, explanation_items, mean_ci
 
 DEFAULT_RUBRIC = Path(CONF_DIR) / "judge" / "rubric" / "ledex.yaml"
 KEY_FORMAT = "selfdebug-rating-key/1"
@@ -49,19 +50,6 @@ SHEET_COLUMNS = ("item_id", "number", "rater", "correctness", "helpfulness", "co
                  "feedback", "explanation")
 MAX_ERRORS = 20
 
-USAGE = """usage:
-  python -m selfdebug.rate export run=DIR [run=DIR ...] n=50 seed=0 out=DIR [key=FILE] [rubric=FILE]
-  python -m selfdebug.rate import sheet=FILE [sheet=FILE ...] key=FILE [out=DIR]
-
-export: n wrong initial programs with their explanation from each run, shuffled, models hidden:
-        out/sheet/sheet.html and out/sheet/sheet.csv for the raters, out/key.json (or key=) for you.
-import: filled sheets (the CSV the HTML page saves, or sheet.csv filled in a spreadsheet) + the key ->
-        rating_summary.json and rating_summary.md in out (default: the key's folder)."""
-
-KEYS = {"export": {"run": True, "n": False, "seed": False, "out": False, "key": False, "rubric": False},
-        "import": {"sheet": True, "key": False, "out": False}}  # key -> may repeat
-
-
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -70,41 +58,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8", newline="")
     os.replace(tmp, path)
-
-
-def parse_args(argv: list[str]) -> tuple[str, dict]:
-    """``export|import key=value ...`` -> (command, {key: value or [values]})."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        raise SystemExit(0 if argv else 2)
-    command, rest = argv[0], argv[1:]
-    if command not in KEYS:
-        raise ConfigError(f"unknown command {command!r}; expected export or import\n{USAGE}")
-    args: dict = {}
-    for token in rest:
-        key, sep, value = token.partition("=")
-        if not sep or key not in KEYS[command]:
-            raise ConfigError(f"{command}: {token!r} is not one of {', '.join(k + '=' for k in KEYS[command])}")
-        if KEYS[command][key]:
-            args.setdefault(key, []).append(value)
-        elif key in args:
-            raise ConfigError(f"{command}: {key}= is given twice")
-        else:
-            args[key] = value
-    for key, repeats in KEYS[command].items():
-        if repeats and not args.get(key):
-            raise ConfigError(f"{command}: give at least one {key}=\n{USAGE}")
-    return command, args
-
-
-def _int_arg(args: dict, key: str, default: int, minimum: int) -> int:
-    try:
-        value = int(args.get(key, default))
-    except ValueError:
-        raise ConfigError(f"{key}={args[key]!r}: not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{key}={value}: it must be at least {minimum}")
-    return value
 
 
 def load_rubric(path: Path) -> Rubric:
@@ -131,10 +84,10 @@ def load_run(run_dir: Path) -> dict:
     results_path, samples_path = run_dir / "results.json", run_dir / "samples.jsonl"
     for path in (results_path, samples_path, run_dir / ".hydra" / "config.yaml"):
         if not path.is_file():
-            raise DataError(f"run={run_dir}: {path.name} is missing; point run= at a finished evaluation's run dir")
+            raise DataError(f"runs: {run_dir}: {path.name} is missing; point runs= at a finished evaluation's run dir")
     results = json.loads(results_path.read_text())
     if results.get("mode") != "explain_refine":
-        raise DataError(f"run={run_dir}: mode={results.get('mode')}; only explain_refine runs have explanations")
+        raise DataError(f"runs: {run_dir}: mode={results.get('mode')}; only explain_refine runs have explanations")
     import hydra
     from omegaconf import OmegaConf
 
@@ -146,7 +99,7 @@ def load_run(run_dir: Path) -> dict:
     rows = _read_jsonl(samples_path)
     unknown = sorted({r["task_id"] for r in rows} - set(problems))
     if unknown:
-        raise DataError(f"run={run_dir}: samples.jsonl names tasks the benchmark lacks: {unknown[:5]}")
+        raise DataError(f"runs: {run_dir}: samples.jsonl names tasks the benchmark lacks: {unknown[:5]}")
     return {"dir": str(run_dir.resolve()), "label": cfg.get("label") or results.get("model", "?"),
             "model": results.get("model", "?"), "benchmark": results.get("benchmark", "?"),
             "mode": results["mode"], "rows": rows, "problems": problems}
@@ -162,7 +115,7 @@ def export(runs: list[Path], n: int, seed: int, out: Path, key_path: Path | None
             raise ConfigError(f"{path} exists: an earlier export's; its filled sheets would no longer match. "
                               "Choose another out=")
     if len({str(r.resolve()) for r in runs}) != len(runs):
-        raise ConfigError("run= names the same run dir twice")
+        raise ConfigError("runs= names the same run dir twice")
     rubric = load_rubric(rubric_path)
     rng = random.Random(seed)
     loaded, drawn = [], []
@@ -171,7 +124,7 @@ def export(runs: list[Path], n: int, seed: int, out: Path, key_path: Path | None
         # Explanations of wrong initial programs: round 1 explains the program sampled first.
         items, _ = explanation_items(run["rows"], run["problems"], rounds=(1,))
         if len(items) < n:
-            raise DataError(f"run={run_dir}: {len(items)} wrong initial programs with an explanation; n={n} asks "
+            raise DataError(f"runs: {run_dir}: {len(items)} wrong initial programs with an explanation; n={n} asks "
                             "for more. Lower n or evaluate more samples")
         for item in rng.sample(items, n):
             drawn.append({**item, "run": index})
@@ -357,7 +310,7 @@ def read_sheets(paths: list[Path], key: dict) -> tuple[list[dict], dict]:
     seen: dict[tuple[str, str], str] = {}
     for path in paths:
         if not path.is_file():
-            errors.append(f"sheet={path}: no such file")
+            errors.append(f"sheets: {path}: no such file")
             continue
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
@@ -417,13 +370,13 @@ def read_sheets(paths: list[Path], key: dict) -> tuple[list[dict], dict]:
 
 def load_key(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"key={path}: no such file; it is the key.json that export wrote")
+        raise ConfigError(f"key={path}: no such file; it is the key.json that command=export wrote")
     try:
         key = json.loads(path.read_text())
     except ValueError as exc:
         raise DataError(f"key={path}: not JSON ({exc})") from None
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
-        raise DataError(f"key={path}: not a rating key of selfdebug.analysis.rate export (format {KEY_FORMAT})")
+        raise DataError(f"key={path}: not a rating key of selfdebug.rate command=export (format {KEY_FORMAT})")
     return key
 
 
@@ -588,34 +541,42 @@ def summary_markdown(s: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ entry point
 
-def main(argv: list[str] | None = None) -> None:
-    from selfdebug.core.cli import user_errors
+COMMANDS = {"export": ("runs", "n", "seed", "rubric"), "import": ("sheets",)}  # the keys only one command reads
 
-    # user_errors prints the message itself; without this, Python's last-resort handler would print it twice.
-    logging.getLogger("selfdebug").addHandler(logging.NullHandler())
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        command, args = parse_args(argv)
-    except SelfDebugError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    with user_errors():
-        if command == "export":
-            if "out" not in args:
-                raise ConfigError("export: out=DIR is required (where the sheet and the key go)")
-            info = export([Path(r) for r in args["run"]], _int_arg(args, "n", 50, 1), _int_arg(args, "seed", 0, 0),
-                          Path(args["out"]), Path(args["key"]) if "key" in args else None,
-                          Path(args.get("rubric", DEFAULT_RUBRIC)))
-            print(f"{info['items']} items (sheet {info['sheet_id']}): give raters {info['sheet_html']} or "
-                  f"{info['sheet_csv']}; keep {info['key']} to yourself")
-        else:
-            if "key" not in args:
-                raise ConfigError("import: key=FILE is required (the key.json that export wrote)")
-            info = import_ratings([Path(p) for p in args["sheet"]], Path(args["key"]),
-                                  Path(args["out"]) if "out" in args else None)
-            s = info["summary"]
-            print(f"{s['ratings']} ratings by {len(s['raters'])} rater(s) of {s['items_rated']} items; "
-                  f"summary: {info['markdown']} and {info['json']}")
+
+def run(cfg: DictConfig) -> dict:
+    command = cfg.get("command")
+    if command not in COMMANDS:
+        raise ConfigError(f"command={command!r}: expected command=export (write the rating sheets) or "
+                          "command=import (read the filled sheets back)")
+    other = "import" if command == "export" else "export"
+    for key in COMMANDS[other]:
+        if key in ("runs", "sheets") and options.text_list(cfg, key):
+            raise ConfigError(f"{key}= is read by command={other}, not command={command}")
+    if command == "export":
+        runs = options.paths(cfg, "runs")
+        if not runs:
+            raise ConfigError("command=export: give at least one run dir, e.g. 'runs=[outputs/evaluate/.../base]'")
+        out = Path(options.text(cfg, "out", "out=rating (where the sheet and the key go)"))
+        info = export(runs, options.integer(cfg, "n", 1), options.integer(cfg, "seed", 0), out,
+                      options.optional_path(cfg, "key"), options.optional_path(cfg, "rubric") or DEFAULT_RUBRIC)
+        print(f"{info['items']} items (sheet {info['sheet_id']}): give raters {info['sheet_html']} or "
+              f"{info['sheet_csv']}; keep {info['key']} to yourself")
+        return info
+    sheets = options.paths(cfg, "sheets")
+    if not sheets:
+        raise ConfigError("command=import: give at least one filled sheet, e.g. 'sheets=[ratings-alice.csv]'")
+    key = Path(options.text(cfg, "key", "key=rating/key.json (the key that command=export wrote)"))
+    info = import_ratings(sheets, key, options.optional_path(cfg, "out"))
+    s = info["summary"]
+    print(f"{s['ratings']} ratings by {len(s['raters'])} rater(s) of {s['items_rated']} items; "
+          f"summary: {info['markdown']} and {info['json']}")
+    return info
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="rate")
+def main(cfg: DictConfig) -> None:
+    options.run_command(run, cfg)
 
 
 if __name__ == "__main__":

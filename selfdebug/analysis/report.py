@@ -1,6 +1,6 @@
 """``python -m selfdebug.report``: run dirs -> one Markdown + HTML report with tables and PNG plots.
 
-    python -m selfdebug.report outputs/ multirun/2026-11-26_10-00-00 -o reports/latest
+    python -m selfdebug.report 'runs=[outputs/,multirun/2026-11-26_10-00-00]' out=reports/latest
 
 It reads every evaluation (``results.json``) and training run (``metrics.jsonl`` with a ``stage`` in its
 ``.hydra/config.yaml``) under the given folders and writes:
@@ -16,15 +16,19 @@ A user without W&B gets the same picture from the files alone.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
+import hydra
 import yaml
+from omegaconf import DictConfig
+
+from selfdebug.analysis import options
+from selfdebug.core.cli import CONF_DIR
+from selfdebug.core.errors import ConfigError, DataError
 
 SEED_KEYS = ("seed",)
 
@@ -251,7 +255,7 @@ SW = ["kind", "benchmark", "cell (overrides, seed excluded)", "metric", "seeds",
 def write_report(paths: list[Path], out: Path) -> dict:
     evals, trains = find_runs(paths)
     if not evals and not trains:
-        raise SystemExit(f"error: no run dirs (results.json or training metrics.jsonl) under {', '.join(map(str, paths))}")
+        raise DataError(f"no run dirs (results.json or training metrics.jsonl) under {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
     plots = (plot_pass_by_round(evals, out) if evals else []) + plot_training(trains, out)
     sections = []
@@ -283,18 +287,22 @@ def write_report(paths: list[Path], out: Path) -> dict:
             "evaluations": len(evals), "training_runs": len(trains)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m selfdebug.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run dirs or folders holding them (searched recursively)")
-    parser.add_argument("-o", "--out", type=Path, default=Path("outputs/report"), help="where the report goes")
-    args = parser.parse_args(argv)
-    missing = [str(p) for p in args.paths if not p.exists()]
+def run(cfg: DictConfig) -> dict:
+    runs = options.paths(cfg, "runs")
+    if not runs:
+        raise ConfigError("runs: required, the run dirs or folders holding them, e.g. 'runs=[outputs/,multirun/]'")
+    missing = [str(p) for p in runs if not p.exists()]
     if missing:
-        print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
-        raise SystemExit(2)
-    info = write_report(args.paths, args.out)
+        raise ConfigError(f"runs: no such folder: {', '.join(missing)}")
+    info = write_report(runs, Path(options.text(cfg, "out", "out=outputs/report")))
     print(f"report: {info['markdown']} and {info['html']} ({info['evaluations']} evaluations, "
           f"{info['training_runs']} training runs, {len(info['plots'])} plots)")
+    return info
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+def main(cfg: DictConfig) -> None:
+    options.run_command(run, cfg)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """A sweep's summary table: per cell (the sweep's settings other than the seed), the mean of each headline figure
 across seeds with a t-based confidence interval.
 
-    python -m selfdebug.sweep_summary multirun/train/2026-01-01_12-00-00
-    python -m selfdebug.sweep_summary <sweep dir> --metric final/reward/total --metric final/rollout/pass_rate
+    python -m selfdebug.sweep_summary sweep_dir=multirun/train/2026-01-01_12-00-00
+    python -m selfdebug.sweep_summary sweep_dir=<sweep dir> 'metrics=[final/reward/total,final/rollout/pass_rate]'
 
 Each run dir of a Hydra multirun holds ``.hydra/overrides.yaml`` (what the sweep set) and ``summary.json`` (written
 last by the RL stage). Runs without a finished summary are listed as missing, never averaged. Writes
@@ -12,7 +12,6 @@ The RL experiments also run this at the end of every ``--multirun`` (``SweepSumm
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -21,6 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig
+
+from selfdebug.analysis import options
+from selfdebug.core.cli import CONF_DIR
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.tracking import write_json_atomic
 
@@ -183,20 +187,18 @@ class SweepSummaryCallback(_HydraCallback):
             print(f"sweep summary not written: {exc}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m selfdebug.sweep_summary", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dir")
-    parser.add_argument("--metric", action="append", help=f"summary.json figure (default: {', '.join(DEFAULT_METRICS)})")
-    parser.add_argument("--confidence", type=float, default=0.95)
-    args = parser.parse_args(argv)
-    try:
-        table = write_summary(args.sweep_dir, tuple(args.metric) if args.metric else DEFAULT_METRICS, args.confidence)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run(cfg: DictConfig) -> dict:
+    sweep_dir = options.text(cfg, "sweep_dir", "sweep_dir=multirun/train/2026-01-01_12-00-00")
+    metrics = tuple(options.text_list(cfg, "metrics")) or DEFAULT_METRICS
+    table = write_summary(sweep_dir, metrics, options.fraction(cfg, "confidence"))
     print(render_markdown(table), end="")
-    return 0
+    return table
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sweep_summary")
+def main(cfg: DictConfig) -> None:
+    options.run_command(run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

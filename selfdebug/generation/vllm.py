@@ -54,7 +54,7 @@ def vllm_dtype(dtype: Any, key: str = "model.generator.dtype") -> str:
 
 def resolve_model_dir(name_or_path: str, tiny_cache_dir: str | None = None) -> str:
     """What vLLM loads: the tiny model's saved folder, a local folder, or a hub id (as ``load_causal_lm``)."""
-    from selfdebug.core.models import _looks_local, ensure_tiny
+    from selfdebug.core.models import ensure_tiny, looks_local
 
     name = str(name_or_path)
     if name == "tiny":
@@ -65,7 +65,7 @@ def resolve_model_dir(name_or_path: str, tiny_cache_dir: str | None = None) -> s
             raise ConfigError(f"model.name_or_path: {expanded!r} holds no config.json; vLLM loads a folder saved "
                               "with save_pretrained (a LoRA adapter folder must be merged into its base first)")
         return expanded
-    if _looks_local(name):
+    if looks_local(name):
         raise ConfigError(f"model.name_or_path: local path {name!r} does not exist; point it at a saved "
                           "checkpoint folder, a Hugging Face hub id (org/name), or 'tiny'")
     return name

@@ -649,3 +649,21 @@ def test_quickstart_data_resolves_from_a_copy_with_no_shared_folder(tmp_path):
     assert counts == {"data.mbpp": 374, "few_shot": 10, "against.humaneval": 164, "against.mbpp_test": 500,
                       "benchmark.humaneval": 164, "benchmark.mbpp": 500, "benchmark.mbpp_plus": 399,
                       "benchmark.mbpp_sanitized": 257}
+
+
+def test_sandbox_helpers_are_python_files_inserted_without_their_header():
+    """The sandbox-side helpers are real modules (a linter reads them); test setups hold their code only."""
+    from importlib import resources
+
+    from selfdebug.problems.testcode import sandbox_helpers
+
+    folder = resources.files("selfdebug.problems.sandbox_helpers")
+    for name in ("data", "apps", "evalplus"):
+        source = folder.joinpath(f"{name}.py").read_text(encoding="utf-8")
+        compile(source, f"{name}.py", "exec")
+        assert source.startswith("# Sandbox side")
+    text = sandbox_helpers("evalplus")
+    assert not text.lstrip().startswith("#") and "ruff:" not in text
+    assert text.index("class _SdExpected") < text.index("def _sd_matches") < text.index("def _sd_want")
+    assert load_evalplus()[0].tests.setup.startswith(text)
+    assert "def _sd_expect_at" in sandbox_helpers("apps") and "_sd_want" not in sandbox_helpers("apps")

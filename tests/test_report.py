@@ -48,8 +48,12 @@ def test_report_training_curves(tmp_path):
     (run / "metrics.jsonl").write_text("".join(
         json.dumps({"step": i, "reward/total": i / 10, "reward/r_code": i / 20, "objective/kl": 0.01 * i}) + "\n" for i in range(20)))
     out = tmp_path / "report"
-    subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs=[{tmp_path}]", f"out={out}"], check=True,
-                   cwd=REPO, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "cwd"  # a Hydra app that writes no .hydra/, log file or outputs/ where it runs
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs=[{run}]", f"out={out}"], check=True,
+                   cwd=elsewhere, env=env, capture_output=True, timeout=300)
+    assert list(elsewhere.iterdir()) == []
     assert (out / "training_rl.png").stat().st_size > 10_000
     assert "| rl | - | (defaults) | final reward/total | 1 | 1.900 |" in (out / "report.md").read_text()
 

@@ -97,9 +97,15 @@ def _checked_problems(problems, sandbox, settings, work_dir: Path, decontam: dic
 
 
 def run(cfg: DictConfig) -> dict:
-    from selfdebug.collect.stages import finalize, load_solutions, solutions_stage, teacher_stage, wrong_solutions
-    from selfdebug.execution import Sandbox, SandboxConfig
+    from selfdebug.collect.stages import (
+        finalize,
+        load_solutions,
+        solutions_stage,
+        teacher_stage,
+        wrong_solutions,
+    )
     from selfdebug.core.tracking import logger_from_config
+    from selfdebug.execution import Sandbox, SandboxConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir = run_dir / "dataset"

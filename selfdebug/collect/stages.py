@@ -27,13 +27,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from selfdebug.collect.teachers.base import Teacher, WrongSolution
 from selfdebug.core.errors import ConfigError, SelfDebugError
+from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion
+from selfdebug.core.tracking import write_json_atomic
 from selfdebug.execution import Sandbox
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 from selfdebug.problems import Problem
-from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion
-from selfdebug.collect.teachers.base import Teacher, WrongSolution
-from selfdebug.core.tracking import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ transformers model such as an open teacher or the student itself, for self-boots
 
 from __future__ import annotations
 
-from selfdebug.generation import GenerationRequest, Generator, SamplingParams
-from selfdebug.core.prompts import parse_completion, refine_messages
 from selfdebug.collect.teachers.base import Teacher, TeacherSample, WrongSolution
+from selfdebug.core.prompts import parse_completion, refine_messages
+from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 
 
 class LLMTeacher(Teacher):

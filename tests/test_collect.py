@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import data_dir, load_mbpp
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer, Fault
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def collect_cmd(run_dir: Path, *overrides: str) -> list[str]:

@@ -31,12 +31,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from selfdebug.core.errors import ConfigError
-from tests.test_ppo import one_thread  # noqa: F401 - the module-wide one-torch-thread fixture
+from tests.conftest import REPO
 from tests.test_ppo import WRONG_DIGITS, toy_record, write_dataset
 from tests.test_sft_data import write_sft_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TWO_CPUS = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def evaluate(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:

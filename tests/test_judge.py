@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,10 +18,10 @@ import yaml
 from selfdebug.core.errors import ConfigError
 from selfdebug.evaluate.judge import Rubric, mean_ci, parse_scores
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import evaluate, results, samples, scripted_responder
 
-REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "conf" / "judge" / "rubric" / "ledex.yaml"
 
 

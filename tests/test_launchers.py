@@ -16,10 +16,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from tests.conftest import REPO
 from tests.test_sft_data import write_sft_dataset
 from tests.test_tracking import offline_runs
 
-REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 # Our launcher configs share their names with the plugins' schemas on purpose (see selfdebug/cli.py).

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 
 def _list(key: str, items: list[str]) -> str:
     """A Hydra list override whose items are themselves overrides (quoted: they hold '=' and '+')."""

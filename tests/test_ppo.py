@@ -22,21 +22,15 @@ import pytest
 import torch
 
 from selfdebug.core.errors import ConfigError, DataError
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 EXPLANATION = "The variable x has the wrong value: it must be 1."
 TOY_TESTS = {"kind": "assert", "asserts": ["assert x == 1"], "setup": "", "stdio": []}
 WRONG_DIGITS = (0, 2, 3, 4, 5, 6, 7, 8, 9)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a small shared CPU, one torch thread is several times faster than oversubscribed ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _env() -> dict:
@@ -269,6 +263,7 @@ def test_dataset_without_wrong_solutions_is_an_error(tmp_path):
     assert "dataset.path" in str(info.value)
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_error_line(tmp_path, toy_dataset):
     proc = subprocess.run(
         [sys.executable, "-m", "selfdebug.train", "+exp=rl_quickstart", f"dataset.path={toy_dataset}",

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import evaluate
 
-REPO = Path(__file__).resolve().parent.parent
 PROBLEMS = load_humaneval()[:3]
 MARKERS = {"alpha": "ALPHA", "beta": "BETA"}
 LABELS = {"alpha": "base", "beta": "sft"}

@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from selfdebug.problems import load_humaneval
+from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import scripted_responder
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_report_from_single_runs_and_a_seed_sweep(tmp_path):

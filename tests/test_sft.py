@@ -12,15 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.train.sft.module import check_target_modules, warmup_cosine
 from selfdebug.train.app import run
+from tests.conftest import REPO
 from tests.test_sft_data import write_sft_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 SFT_EXPS = sorted(p.stem for p in (CONF / "exp").glob("sft_*.yaml"))
 # One thread: on a shared 2-core machine two OpenMP threads can be 20x slower than one.
@@ -34,14 +33,6 @@ GOLDEN_LOSSES = [8.239563941955566, 7.747343063354492, 7.412724494934082, 7.1129
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_sft_dataset(tmp_path_factory.mktemp("sft") / "dataset")
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(*overrides: str, exp: str = "sft_quickstart"):

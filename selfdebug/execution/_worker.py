@@ -346,6 +346,10 @@ def _make_guard(on_blocked, job_dir, channel_fd, original_signal):
     return hook, inside
 
 
+_SIGNAL_CODE = compile("def signal(signalnum, handler):\n    audit('selfdebug.signal', int(signalnum), handler)\n",
+                       "<sandbox>", "exec")
+
+
 def _disarm_signal_frames():
     """Signal handlers are handed the running frame; route installation through the audit hook, which
     wraps Python handlers so that they get None instead. Returns the original ``_signal.signal``."""
@@ -355,7 +359,7 @@ def _disarm_signal_frames():
     # Its own small globals: a program can reach this function (it is signal.signal), and through a
     # function's __globals__ it would otherwise reach this module.
     scope = {"__builtins__": {"int": int}, "audit": sys.audit}
-    exec("def signal(signalnum, handler):\n    audit('selfdebug.signal', int(signalnum), handler)\n", scope)
+    exec(_SIGNAL_CODE, scope)
     _signal.signal = signal.signal = scope["signal"]
     return original
 
@@ -387,8 +391,12 @@ def _frames_of(exc):
 _ATOMS = frozenset({int, bool, float, complex, str, bytes, type(None), type(Ellipsis)})
 _KEEP = frozenset({type(re.compile("")), type(re.match("", "")), range, type})
 _STATIC_VALUE_MODULES = frozenset({"datetime", "decimal"})
+# Methods through which a value could answer a test for itself; a program class defining one, whose value a
+# test compares, marks the run blocked.
 _OBSERVERS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__class__",
-              "__getattribute__", "__getattr__", "__instancecheck__", "__contains__", "__iter__")
+              "__getattribute__", "__getattr__", "__contains__", "__iter__", "__abs__", "__add__", "__radd__",
+              "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__index__", "__int__",
+              "__float__", "__round__")
 
 
 def _in(a, b):

@@ -674,3 +674,27 @@ def test_humanevalpack_canonical_solutions_pass_and_buggy_ones_fail():
     assert [(r["task_id"], g.status) for r, g in zip(records, good) if not g.passed] == []
     assert [r["task_id"] for r, b in zip(records, bad) if b.passed] == []  # 3 loop forever: timeouts
     assert not any(r.status == "blocked" for r in results)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="job users (and so non-dumpable children) need root")
+def test_the_kernel_backs_the_hook_on_process_memory(sb):
+    # Routes the audit hook does not see: a symlink to /proc/self/mem, and a fresh interpreter (no hook)
+    # reading the child's memory. Neither may open it.
+    program = textwrap.dedent("""
+        import os, subprocess, sys
+        os.symlink("/proc/self/mem", "m")
+        try:
+            open("m", "rb")
+            via_link = "opened"
+        except OSError as exc:
+            via_link = type(exc).__name__
+        helper = subprocess.run([sys.executable, "-c", f"open('/proc/{os.getpid()}/mem', 'rb')"],
+                                capture_output=True, text=True)
+        via_helper = helper.stderr.strip().splitlines()[-1] if helper.returncode else "opened"
+        def add(a, b):
+            return a + b
+    """)
+    tests = TestSuite("assert", asserts=("assert via_link == 'PermissionError'",
+                                         "assert via_helper.startswith('PermissionError')"))
+    r = sb.run(program, tests)
+    assert r.passed, r.feedback

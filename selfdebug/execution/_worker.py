@@ -594,7 +594,7 @@ class PlainDataTests(ast.NodeTransformer):
             return node
         if getattr(node, "_sd_judged", False):
             return node
-        return ast.copy_location(ast.Call(ast.Name("__sd_truth__", ast.Load()), [node], []), node)
+        return _located(ast.Call(_located(ast.Name("__sd_truth__", ast.Load()), node), [node], []), node)
 
 
 class _InAssert(ast.NodeTransformer):
@@ -603,22 +603,50 @@ class _InAssert(ast.NodeTransformer):
         if all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
             node._sd_judged = True  # identity needs no conversion, and yields a bool
             return node
-        ops = ast.Tuple([ast.Constant(_CMP_INDEX[type(op)]) for op in node.ops], ast.Load())
-        call = ast.Call(ast.Name("__sd_cmp__", ast.Load()), [ops, node.left, *node.comparators], [])
+        ops = _located(ast.Tuple([_located(ast.Constant(_CMP_INDEX[type(op)]), node) for op in node.ops],
+                                 ast.Load()), node)
+        call = _located(ast.Call(_located(ast.Name("__sd_cmp__", ast.Load()), node),
+                                 [ops, node.left, *node.comparators], []), node)
         call._sd_judged = True
-        return ast.copy_location(call, node)
+        return call
 
     def visit_BinOp(self, node):
         self.generic_visit(node)
-        call = ast.Call(ast.Name("__sd_arith__", ast.Load()), [ast.Constant(_BIN_INDEX[type(node.op)]),
-                                                             node.left, node.right], [])
-        return ast.copy_location(call, node)
+        op = _located(ast.Constant(_BIN_INDEX[type(node.op)]), node)
+        return _located(ast.Call(_located(ast.Name("__sd_arith__", ast.Load()), node), [op, node.left, node.right],
+                                 []), node)
+
+
+def _located(new, old):
+    """``new`` placed where ``old`` was, so tracebacks point at the test's own text."""
+    new.lineno, new.col_offset = old.lineno, old.col_offset
+    new.end_lineno, new.end_col_offset = old.end_lineno, old.end_col_offset
+    return new
 
 
 def compile_test_code(source, filename):
     """Test code compiled with its asserts judged on plain data (see :class:`PlainDataTests`)."""
-    tree = PlainDataTests().visit(ast.parse(source, filename, "exec"))
-    return compile(ast.fix_missing_locations(tree), filename, "exec", dont_inherit=True)
+    if "assert" not in source:  # most set-up code: nothing to rewrite
+        return compile(source, filename, "exec", dont_inherit=True)
+    tree = ast.parse(source, filename, "exec")
+    rewrite = PlainDataTests()
+    for node in _asserts(tree.body):
+        rewrite.visit_Assert(node)
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _asserts(statements):
+    """The assert statements among ``statements`` and the statements nested in them (expressions hold none)."""
+    for st in statements:
+        if isinstance(st, ast.Assert):
+            yield st
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            inner = getattr(st, field, None)
+            if isinstance(inner, list):
+                yield from _asserts(inner)
+        for part in (*getattr(st, "handlers", ()), *getattr(st, "cases", ())):
+            yield from _asserts(part.body)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -836,7 +864,7 @@ class Worker:
         self._code = OrderedDict()  # (filename, source) -> rewritten code object, or the compile error
         self._code_chars = 0
 
-    _CODE_CACHE_CHARS = 64 << 20  # test sources kept compiled (the same suites come back run after run)
+    _CODE_CACHE_CHARS = 16 << 20  # test sources kept compiled (the same suites come back run after run)
 
     def _test_code(self, source, filename):
         key = (filename, source)
@@ -848,6 +876,8 @@ class Worker:
             code = compile_test_code(source, filename)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             code = exc
+        if len(source) > self._CODE_CACHE_CHARS // 64:
+            return code  # a huge set-up (inlined inputs): kept out, so the worker, and every fork, stays small
         self._code[key] = code
         self._code_chars += len(source)
         while self._code_chars > self._CODE_CACHE_CHARS and len(self._code) > 1:

@@ -507,7 +507,14 @@ REPORT_ALL = ("for i in range(3):\n        report({'event': 'test', 'index': i, 
     ("import signal\ndef handler(signum, frame):\n    f = frame\n    while 'report' not in f.f_locals:\n"
      "        f = f.f_back\n    report = f.f_locals['report']\n    " + REPORT_ALL
      + "\nsignal.signal(signal.SIGUSR1, handler)\nos.kill(os.getpid(), signal.SIGUSR1)", False),
-], ids=["getframe", "inspect", "traceback", "gc_objects", "gc_referrers", "main_globals", "settrace", "signal"])
+    # the same with a fresh _signal module, whose signal() would hand the frame over again
+    ("import _imp, importlib.machinery\n"
+     "fresh = _imp.create_builtin(importlib.machinery.ModuleSpec('_signal', None, origin='built-in'))\n"
+     "def handler(signum, frame):\n    f = frame\n    while 'report' not in f.f_locals:\n"
+     "        f = f.f_back\n    report = f.f_locals['report']\n    " + REPORT_ALL
+     + "\nfresh.signal(10, handler)\nos.kill(os.getpid(), 10)", True),
+], ids=["getframe", "inspect", "traceback", "gc_objects", "gc_referrers", "main_globals", "settrace", "signal",
+        "fresh_signal_module"])
 def test_reaching_the_harness_does_not_pass(sb, reach, blocked):
     program = WRONG_ADD + "import os, sys\n" + reach + "\n"
     r = sb.run(program, ADD_TESTS)

@@ -234,7 +234,7 @@ _ALWAYS_BLOCKED = {
     "gc.get_referents": "walk the garbage collector's references (gc.get_referents)",
 }
 _WATCHED = frozenset({"sys._getframe", "object.__getattr__", "open", "import", "os.chdir", "selfdebug.signal",
-                      *_ALWAYS_BLOCKED})
+                      "selfdebug.create_builtin", *_ALWAYS_BLOCKED})
 _PROC_PRIVATE = frozenset({"mem", "fd", "map_files", "pagemap", "fdinfo"})
 
 
@@ -264,7 +264,7 @@ def _private_path(parts):
     return False
 
 
-def _make_guard(on_blocked, job_dir, channel_fd, original_signal):
+def _make_guard(on_blocked, job_dir, channel_fd, originals):
     """The audit hook, and the set of thread ids for which it stands aside (the harness's own work).
 
     Denied: every way to a frame object (so to the harness's frames and their locals), the collector's
@@ -275,6 +275,7 @@ def _make_guard(on_blocked, job_dir, channel_fd, original_signal):
     """
     inside = set()
     cwd = [job_dir]
+    original_signal, original_create_builtin = originals
 
     def called_from_program():
         tid = _get_ident()
@@ -338,6 +339,14 @@ def _make_guard(on_blocked, job_dir, channel_fd, original_signal):
                 original_signal(signum, handler)
             finally:
                 inside.discard(_get_ident())
+        elif event == "selfdebug.create_builtin":
+            spec, box = args
+            name = spec.name
+            if type(name) is not str or type(box) is not list:
+                raise TypeError("create_builtin() needs a module spec")
+            if name == "_signal":
+                deny("re-create the _signal module", PermissionError(13, "Permission denied"), True)
+            list.append(box, original_create_builtin(types.SimpleNamespace(name=name)))
         elif event in _ALWAYS_BLOCKED:
             deny(_ALWAYS_BLOCKED[event], PermissionError(13, "Permission denied"), True)
         else:  # ctypes.*: raw memory and foreign calls
@@ -348,11 +357,15 @@ def _make_guard(on_blocked, job_dir, channel_fd, original_signal):
 
 _SIGNAL_CODE = compile("def signal(signalnum, handler):\n    audit('selfdebug.signal', int(signalnum), handler)\n",
                        "<sandbox>", "exec")
+_CREATE_BUILTIN_CODE = compile("def create_builtin(spec):\n    box = []\n"
+                               "    audit('selfdebug.create_builtin', spec, box)\n    return box[0]\n",
+                               "<sandbox>", "exec")
 
 
 def _disarm_signal_frames():
     """Signal handlers are handed the running frame; route installation through the audit hook, which
-    wraps Python handlers so that they get None instead. Returns the original ``_signal.signal``."""
+    wraps Python handlers so that they get None instead. Returns the originals of ``_signal.signal`` and
+    ``_imp.create_builtin``, for the hook alone to hold."""
     import _signal
 
     original = _signal.signal
@@ -361,7 +374,15 @@ def _disarm_signal_frames():
     scope = {"__builtins__": {"int": int}, "audit": sys.audit}
     exec(_SIGNAL_CODE, scope)
     _signal.signal = signal.signal = scope["signal"]
-    return original
+    # A fresh _signal module (from _imp.create_builtin) would bring the original signal() back: that too
+    # goes through the hook, which refuses _signal.
+    import _imp
+
+    originals = (original, _imp.create_builtin)
+    scope = {"__builtins__": {}, "audit": sys.audit}
+    exec(_CREATE_BUILTIN_CODE, scope)
+    _imp.create_builtin = scope["create_builtin"]
+    return originals
 
 
 def _frames_of(exc):

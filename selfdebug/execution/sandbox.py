@@ -10,6 +10,8 @@ network, mount and PID namespaces when ``unshare`` allows it. Each program then 
 worker: its own process group and session, limits on CPU time, address space, file size, processes and open
 files, an unprivileged user of its own, a private working directory on a tmpfs, an environment with nothing
 but PATH and locale, a read-only view of every file system and no network. Verdicts are cached by content.
+A program cannot forge its verdict: records are authenticated, an audit hook keeps it from the judge, and
+asserts compare plain data; an attempt is status ``blocked`` (docs/sandbox.md says what this does not cover).
 """
 
 from __future__ import annotations

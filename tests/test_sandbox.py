@@ -415,8 +415,8 @@ def test_interpreter_is_importable_for_the_job_user(sb):
 def test_home_directory_secrets_are_hidden(sb):
     home = os.path.expanduser("~")
     program = f"import os\nentries = os.listdir({home!r})\ndef add(a, b):\n    return a + b\n"
-    r = sb.run(program, TestSuite("assert", asserts=("assert entries == [] or all(e.startswith('.pyenv') "
-                                                      "for e in entries)",)))
+    r = sb.run(program, TestSuite("assert", asserts=(("assert entries == [] or all(e.startswith('.pyenv') "
+                                                      "for e in entries)"),)))
     if os.stat(home).st_mode & 0o001:
         pytest.skip("home directory is world-readable here; nothing is hidden")
     assert r.passed, r.feedback
@@ -458,16 +458,16 @@ def assert_blocked(r):
     # every descriptor there might be
     f"for fd in range(3, 1024):\n    try:\n        os.write(fd, {OLD_RECORDS})\n    except OSError:\n        pass",
     # found through /proc
-    f"for name in os.listdir('/proc/self/fd'):\n    fd = os.open('/proc/self/fd/' + name, os.O_WRONLY)\n"
-    f"    os.write(fd, {OLD_RECORDS})",
+    (f"for name in os.listdir('/proc/self/fd'):\n    fd = os.open('/proc/self/fd/' + name, os.O_WRONLY)\n"
+    f"    os.write(fd, {OLD_RECORDS})"),
     # as a file object
     f"f = os.fdopen(255, 'wb')\nf.write({OLD_RECORDS})\nf.flush()",
     # the garbage collector's file objects, and the descriptor as a fallback
-    "import gc, io\nfiles = [o for o in gc.get_objects() if isinstance(o, io.IOBase)]\n"
-    f"os.write(255, {OLD_RECORDS})",
+    ("import gc, io\nfiles = [o for o in gc.get_objects() if isinstance(o, io.IOBase)]\n"
+    f"os.write(255, {OLD_RECORDS})"),
     # today's format, with a made-up tag
-    "os.write(255, b''.join(b'%d %s {\"event\":\"test\",\"index\":%d,\"ok\":true}\\n' % (i, b'0' * 64, i) "
-    "for i in range(3)) + b'3 ' + b'0' * 64 + b' {\"event\":\"done\"}\\n')",
+    ("os.write(255, b''.join(b'%d %s {\"event\":\"test\",\"index\":%d,\"ok\":true}\\n' % (i, b'0' * 64, i) "
+    "for i in range(3)) + b'3 ' + b'0' * 64 + b' {\"event\":\"done\"}\\n')"),
 ], ids=["fd255", "every_fd", "proc_self_fd", "fdopen", "gc_files", "fake_tag"])
 def test_forged_records_are_blocked(sb, forge):
     program = WRONG_ADD + "import os\n" + forge + "\nos._exit(0)\n"
@@ -497,8 +497,8 @@ REPORT_ALL = ("for i in range(3):\n        report({'event': 'test', 'index': i, 
      "        for report in gc.get_referrers(t):\n            if getattr(report, '__name__', '') == 'report':\n"
      "                " + REPORT_ALL.replace("\n    ", "\n                "), True),
     # the harness module, its globals and closures
-    ("import __main__\ng = __main__._child_harness.__globals__\n"
-     f"g['os'].write(g['RESULT_FD'], {OLD_RECORDS})\nos._exit(0)", False),
+    (("import __main__\ng = __main__._child_harness.__globals__\n"
+     f"g['os'].write(g['RESULT_FD'], {OLD_RECORDS})\nos._exit(0)"), False),
     # a tracer, handed every new frame
     ("def tracer(frame, event, arg):\n    f = frame\n    while f is not None and 'report' not in f.f_locals:\n"
      "        f = f.f_back\n    if f is not None:\n        report = f.f_locals['report']\n        "
@@ -526,33 +526,33 @@ def test_reaching_the_harness_does_not_pass(sb, reach, blocked):
 @pytest.mark.parametrize("program, tests, blocked", [
     ("class Yes:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Yes()\n",
      ADD_TESTS, True),
-    ("class I(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
-     "def add(a, b):\n    return I(7)\n", ADD_TESTS, True),
-    ("class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
-     "def greet(name):\n    return S('nope')\n",
+    (("class I(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+     "def add(a, b):\n    return I(7)\n"), ADD_TESTS, True),
+    (("class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+     "def greet(name):\n    return S('nope')\n"),
      TestSuite("assert", asserts=("assert greet('x') == 'hi x'", "assert 'hi y' == greet('y')")), True),
-    ("class L(list):\n    def __eq__(self, other):\n        return True\n    def __ne__(self, other):\n"
-     "        return False\ndef pair(a):\n    return L([0])\n",
+    (("class L(list):\n    def __eq__(self, other):\n        return True\n    def __ne__(self, other):\n"
+     "        return False\ndef pair(a):\n    return L([0])\n"),
      TestSuite("assert", asserts=("assert pair(1) == [1, 1]", "assert not pair(2) != [2, 2]")), True),
     # __eq__ answers with an object that is always true
-    ("class T:\n    def __bool__(self):\n        return True\nclass E:\n    def __eq__(self, other):\n"
-     "        return T()\ndef add(a, b):\n    return E()\n", ADD_TESTS, True),
+    (("class T:\n    def __bool__(self):\n        return True\nclass E:\n    def __eq__(self, other):\n"
+     "        return T()\ndef add(a, b):\n    return E()\n"), ADD_TESTS, True),
     # a __bool__ that says yes to `assert f(x)` while the value is wrong, and arithmetic that cancels out
-    ("class Z:\n    def __bool__(self):\n        return True\n    def __sub__(self, other):\n        return 0\n"
-     "    __rsub__ = __sub__\n    def __abs__(self):\n        return 0\ndef half(x):\n    return Z()\n",
+    (("class Z:\n    def __bool__(self):\n        return True\n    def __sub__(self, other):\n        return 0\n"
+     "    __rsub__ = __sub__\n    def __abs__(self):\n        return 0\ndef half(x):\n    return Z()\n"),
      TestSuite("assert", asserts=("assert abs(half(3) - 1.5) < 1e-9", "assert half(2)", "assert half(0) == 0")),
      True),
     # __class__ spoofing: isinstance believes it, the judge does not
-    ("class Fake:\n    __class__ = property(lambda self: int)\n    def __eq__(self, other):\n        return True\n"
-     "def add(a, b):\n    return Fake()\n",
+    (("class Fake:\n    __class__ = property(lambda self: int)\n    def __eq__(self, other):\n        return True\n"
+     "def add(a, b):\n    return Fake()\n"),
      TestSuite("assert", asserts=("assert isinstance(add(1, 2), int) and add(1, 2) == 3",)), True),
     # an exception whose message, when the judge formats it, writes records and exits
-    ("import os\nclass Ok(Exception):\n    def __str__(self):\n"
+    (("import os\nclass Ok(Exception):\n    def __str__(self):\n"
      f"        os.write(255, {OLD_RECORDS})\n        os._exit(0)\n"
-     "def add(a, b):\n    raise Ok()\n", ADD_TESTS, True),
+     "def add(a, b):\n    raise Ok()\n"), ADD_TESTS, True),
     # an exception dressed as a pass
-    ("class AssertionError(Exception):\n    pass\ndef add(a, b):\n"
-     "    raise SystemExit('All tests passed: 3/3 {\"event\": \"done\"}')\n", ADD_TESTS, False),
+    (("class AssertionError(Exception):\n    pass\ndef add(a, b):\n"
+     "    raise SystemExit('All tests passed: 3/3 {\"event\": \"done\"}')\n"), ADD_TESTS, False),
 ], ids=["eq_true", "int_subclass", "str_subclass", "list_subclass", "eq_returns_truthy", "bool_and_arith",
         "class_spoofing", "exception_message_forges", "exception_claims_pass"])
 def test_values_that_vouch_for_themselves_fail(sb, program, tests, blocked):
@@ -609,21 +609,21 @@ def test_reading_test_code_through_an_audit_hook_is_blocked(sb):
 
 @pytest.mark.parametrize("program, tests", [
     ("import numpy as np\ndef add(a, b):\n    return np.int64(a) + np.int64(b)\n", ADD_TESTS),
-    ("import enum\nclass N(enum.IntEnum):\n    THREE = 3\n    FOUR = 4\n    ZERO = 0\n"
-     "def add(a, b):\n    return N(a + b)\n", ADD_TESTS),
-    ("from collections import Counter, OrderedDict, namedtuple\nP = namedtuple('P', 'x y')\n"
-     "def f(s):\n    return Counter(s), OrderedDict(a=1), P(1, 2)\n",
+    (("import enum\nclass N(enum.IntEnum):\n    THREE = 3\n    FOUR = 4\n    ZERO = 0\n"
+     "def add(a, b):\n    return N(a + b)\n"), ADD_TESTS),
+    (("from collections import Counter, OrderedDict, namedtuple\nP = namedtuple('P', 'x y')\n"
+     "def f(s):\n    return Counter(s), OrderedDict(a=1), P(1, 2)\n"),
      TestSuite("assert", asserts=("assert f('aab') == ({'a': 2, 'b': 1}, {'a': 1}, (1, 2))",))),
-    ("import logging, re\nlogging.basicConfig()\ndef f(s):\n    logging.getLogger('x').debug('called')\n"
-     "    return re.match('a+', s)\n", TestSuite("assert", asserts=("assert f('aa')", "assert f('b') is None"))),
+    (("import logging, re\nlogging.basicConfig()\ndef f(s):\n    logging.getLogger('x').debug('called')\n"
+     "    return re.match('a+', s)\n"), TestSuite("assert", asserts=("assert f('aa')", "assert f('b') is None"))),
     # the tests' own classes may define __eq__ (MBPP+ compares with a tolerance this way)
     ("def third(x):\n    return x / 3\n",
      TestSuite("assert", setup="class Near:\n    def __init__(self, v):\n        self.v = v\n"
                "    def __eq__(self, other):\n        return abs(other - self.v) < 1e-6\n",
                asserts=("assert third(1) == Near(0.333333)", "assert not third(1) == Near(0.5)"))),
     # a signal handler still runs; it is just not handed a frame
-    ("import os, signal\ngot = []\nsignal.signal(signal.SIGUSR1, lambda s, frame: got.append((s, frame)))\n"
-     "os.kill(os.getpid(), signal.SIGUSR1)\ndef add(a, b):\n    return a + b\n",
+    (("import os, signal\ngot = []\nsignal.signal(signal.SIGUSR1, lambda s, frame: got.append((s, frame)))\n"
+     "os.kill(os.getpid(), signal.SIGUSR1)\ndef add(a, b):\n    return a + b\n"),
      TestSuite("assert", asserts=("assert got == [(signal.SIGUSR1, None)]", "assert add(1, 2) == 3"),
                setup="import signal")),
 ], ids=["numpy_scalar", "int_enum", "stdlib_containers", "logging_and_match", "test_class_eq", "signal_handler"])

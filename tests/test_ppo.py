@@ -335,7 +335,7 @@ def test_rl_quickstart_end_to_end(tmp_path):
                 "reward/n_fallback_code", "objective/kl", "objective/kl_coef", "objective/entropy", "ppo/clipfrac",
                 "ppo/value_loss", "ppo/explained_variance", "ppo/approx_kl", "rollout/response_length_mean",
                 "rollout/pass_rate", "sandbox/executed", "sandbox/timeouts", "sandbox/errors", "sandbox/cache_hits",
-                "time/generate", "time/judge", "time/reward", "time/update"):
+                "sandbox/status/passed", "sandbox/status/blocked", "time/generate", "time/judge", "time/reward", "time/update"):
         assert all(key in r for r in rows), key
     assert all(r["reward/s_ex"] > 0 for r in rows)  # the embedding model scored the (noise) explanations
     sampled = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]

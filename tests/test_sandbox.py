@@ -415,8 +415,8 @@ def test_interpreter_is_importable_for_the_job_user(sb):
 def test_home_directory_secrets_are_hidden(sb):
     home = os.path.expanduser("~")
     program = f"import os\nentries = os.listdir({home!r})\ndef add(a, b):\n    return a + b\n"
-    r = sb.run(program, TestSuite("assert", asserts=("assert entries == [] or all(e.startswith('.pyenv') "
-                                                      "for e in entries)",)))
+    r = sb.run(program, TestSuite("assert", asserts=(("assert entries == [] or all(e.startswith('.pyenv') "
+                                                      "for e in entries)"),)))
     if os.stat(home).st_mode & 0o001:
         pytest.skip("home directory is world-readable here; nothing is hidden")
     assert r.passed, r.feedback
@@ -436,3 +436,272 @@ def test_feedback_shows_a_computed_expected_value(sb):
     assert "Actual output: [2, 1]" in r.feedback and "Expected output: [1, 2]" in r.feedback
     r = sb.run("def pair():\n    return [2, 1]\n", TestSuite("assert", asserts=("assert pair() == [1, 2]",)))
     assert "Expected output" not in r.feedback  # a literal is already in the test text
+
+
+# ---------------------------------------------------------------------------------------------- forged verdicts
+# Each program below returns wrong values and tries to make the judge say "passed" anyway (issue 16). Before
+# the redesign every one of them passed. Now a run that forges is `blocked` (a failed program, counted apart).
+
+WRONG_ADD = "def add(a, b):\n    return 0\n"
+OLD_RECORDS = ("b''.join(('{\"event\": \"test\", \"index\": %d, \"ok\": true}\\n' % i).encode() for i in range(3))"
+               " + b'{\"event\": \"done\"}\\n'")
+
+
+def assert_blocked(r):
+    assert not r.passed and r.status == "blocked" and r.n_passed == 0, (r.status, r.feedback)
+    assert r.test_results == [False] * r.n_tests
+
+
+@pytest.mark.parametrize("forge", [
+    # the known descriptor
+    f"os.write(255, {OLD_RECORDS})",
+    # every descriptor there might be
+    f"for fd in range(3, 1024):\n    try:\n        os.write(fd, {OLD_RECORDS})\n    except OSError:\n        pass",
+    # found through /proc
+    (f"for name in os.listdir('/proc/self/fd'):\n    fd = os.open('/proc/self/fd/' + name, os.O_WRONLY)\n"
+    f"    os.write(fd, {OLD_RECORDS})"),
+    # as a file object
+    f"f = os.fdopen(255, 'wb')\nf.write({OLD_RECORDS})\nf.flush()",
+    # the garbage collector's file objects, and the descriptor as a fallback
+    ("import gc, io\nfiles = [o for o in gc.get_objects() if isinstance(o, io.IOBase)]\n"
+    f"os.write(255, {OLD_RECORDS})"),
+    # today's format, with a made-up tag
+    ("os.write(255, b''.join(b'%d %s {\"event\":\"test\",\"index\":%d,\"ok\":true}\\n' % (i, b'0' * 64, i) "
+    "for i in range(3)) + b'3 ' + b'0' * 64 + b' {\"event\":\"done\"}\\n')"),
+], ids=["fd255", "every_fd", "proc_self_fd", "fdopen", "gc_files", "fake_tag"])
+def test_forged_records_are_blocked(sb, forge):
+    program = WRONG_ADD + "import os\n" + forge + "\nos._exit(0)\n"
+    assert_blocked(sb.run(program, ADD_TESTS))
+
+
+REPORT_ALL = ("for i in range(3):\n        report({'event': 'test', 'index': i, 'ok': True})\n"
+              "    report({'event': 'done'})\n    os._exit(0)")
+
+
+@pytest.mark.parametrize("reach, blocked", [
+    # up the frames to the harness's reporting function
+    ("f = sys._getframe()\nwhile 'report' not in f.f_locals:\n    f = f.f_back\nreport = f.f_locals['report']\n"
+     "if True:\n    " + REPORT_ALL, True),
+    # the same through inspect
+    ("import inspect\nf = inspect.currentframe()\nwhile 'report' not in f.f_locals:\n    f = f.f_back\n"
+     "report = f.f_locals['report']\nif True:\n    " + REPORT_ALL, False),
+    # a traceback's frames
+    ("try:\n    raise ValueError\nexcept ValueError as e:\n    f = e.__traceback__.tb_frame\n"
+     "while 'report' not in f.f_locals:\n    f = f.f_back\nreport = f.f_locals['report']\nif True:\n    "
+     + REPORT_ALL, True),
+    # the collector's objects
+    ("import gc\nfor report in gc.get_objects():\n    if getattr(report, '__name__', '') == 'report':\n"
+     "        break\nif True:\n    " + REPORT_ALL, True),
+    # the collector's referrers: os.write sits in the reporter's closure
+    ("import gc\nfor cell in gc.get_referrers(os.write):\n    for t in gc.get_referrers(cell):\n"
+     "        for report in gc.get_referrers(t):\n            if getattr(report, '__name__', '') == 'report':\n"
+     "                " + REPORT_ALL.replace("\n    ", "\n                "), True),
+    # the harness module, its globals and closures
+    (("import __main__\ng = __main__._child_harness.__globals__\n"
+     f"g['os'].write(g['RESULT_FD'], {OLD_RECORDS})\nos._exit(0)"), False),
+    # a tracer, handed every new frame
+    ("def tracer(frame, event, arg):\n    f = frame\n    while f is not None and 'report' not in f.f_locals:\n"
+     "        f = f.f_back\n    if f is not None:\n        report = f.f_locals['report']\n        "
+     + REPORT_ALL.replace("\n    ", "\n        ") + "\nsys.settrace(tracer)", True),
+    # a signal handler, handed the running frame
+    ("import signal\ndef handler(signum, frame):\n    f = frame\n    while 'report' not in f.f_locals:\n"
+     "        f = f.f_back\n    report = f.f_locals['report']\n    " + REPORT_ALL
+     + "\nsignal.signal(signal.SIGUSR1, handler)\nos.kill(os.getpid(), signal.SIGUSR1)", False),
+    # the same with a fresh _signal module, whose signal() would hand the frame over again
+    ("import _imp, importlib.machinery\n"
+     "fresh = _imp.create_builtin(importlib.machinery.ModuleSpec('_signal', None, origin='built-in'))\n"
+     "def handler(signum, frame):\n    f = frame\n    while 'report' not in f.f_locals:\n"
+     "        f = f.f_back\n    report = f.f_locals['report']\n    " + REPORT_ALL
+     + "\nfresh.signal(10, handler)\nos.kill(os.getpid(), 10)", True),
+], ids=["getframe", "inspect", "traceback", "gc_objects", "gc_referrers", "main_globals", "settrace", "signal",
+        "fresh_signal_module"])
+def test_reaching_the_harness_does_not_pass(sb, reach, blocked):
+    program = WRONG_ADD + "import os, sys\n" + reach + "\n"
+    r = sb.run(program, ADD_TESTS)
+    if blocked:
+        assert_blocked(r)
+    assert not r.passed and r.n_passed == 0, (r.status, r.feedback)
+
+
+@pytest.mark.parametrize("program, tests, blocked", [
+    ("class Yes:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Yes()\n",
+     ADD_TESTS, True),
+    (("class I(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+     "def add(a, b):\n    return I(7)\n"), ADD_TESTS, True),
+    (("class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+     "def greet(name):\n    return S('nope')\n"),
+     TestSuite("assert", asserts=("assert greet('x') == 'hi x'", "assert 'hi y' == greet('y')")), True),
+    (("class L(list):\n    def __eq__(self, other):\n        return True\n    def __ne__(self, other):\n"
+     "        return False\ndef pair(a):\n    return L([0])\n"),
+     TestSuite("assert", asserts=("assert pair(1) == [1, 1]", "assert not pair(2) != [2, 2]")), True),
+    # __eq__ answers with an object that is always true
+    (("class T:\n    def __bool__(self):\n        return True\nclass E:\n    def __eq__(self, other):\n"
+     "        return T()\ndef add(a, b):\n    return E()\n"), ADD_TESTS, True),
+    # a __bool__ that says yes to `assert f(x)` while the value is wrong, and arithmetic that cancels out
+    (("class Z:\n    def __bool__(self):\n        return True\n    def __sub__(self, other):\n        return 0\n"
+     "    __rsub__ = __sub__\n    def __abs__(self):\n        return 0\ndef half(x):\n    return Z()\n"),
+     TestSuite("assert", asserts=("assert abs(half(3) - 1.5) < 1e-9", "assert half(2)", "assert half(0) == 0")),
+     True),
+    # __class__ spoofing: isinstance believes it, the judge does not
+    (("class Fake:\n    __class__ = property(lambda self: int)\n    def __eq__(self, other):\n        return True\n"
+     "def add(a, b):\n    return Fake()\n"),
+     TestSuite("assert", asserts=("assert isinstance(add(1, 2), int) and add(1, 2) == 3",)), True),
+    # an exception whose message, when the judge formats it, writes records and exits
+    (("import os\nclass Ok(Exception):\n    def __str__(self):\n"
+     f"        os.write(255, {OLD_RECORDS})\n        os._exit(0)\n"
+     "def add(a, b):\n    raise Ok()\n"), ADD_TESTS, True),
+    # an exception dressed as a pass
+    (("class AssertionError(Exception):\n    pass\ndef add(a, b):\n"
+     "    raise SystemExit('All tests passed: 3/3 {\"event\": \"done\"}')\n"), ADD_TESTS, False),
+], ids=["eq_true", "int_subclass", "str_subclass", "list_subclass", "eq_returns_truthy", "bool_and_arith",
+        "class_spoofing", "exception_message_forges", "exception_claims_pass"])
+def test_values_that_vouch_for_themselves_fail(sb, program, tests, blocked):
+    r = sb.run(program, tests)
+    if blocked:
+        assert_blocked(r)
+    assert not r.passed and r.n_passed == 0, (r.status, r.feedback)
+
+
+def test_a_test_that_swallows_the_refusal_still_fails(sb):
+    tests = TestSuite("assert", asserts=("try:\n    assert add(1, 2) == 3\nexcept BaseException:\n    pass",))
+    r = sb.run("class Yes:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Yes()\n", tests)
+    assert_blocked(r)
+
+
+def test_patching_builtins_from_inside_the_function_under_test(sb):
+    # The function replaces abs() on its first call; the next test must still use the real one.
+    program = "import builtins\ndef add(a, b):\n    builtins.abs = lambda x: 0\n    return 0\n"
+    tests = TestSuite("assert", asserts=("assert abs(add(1, 2) - 3) < 1e-9", "assert abs(add(2, 2) - 4) < 1e-9"))
+    r = sb.run(program, tests)
+    assert not r.passed and r.n_passed == 0
+
+
+def test_the_tests_text_is_not_readable_from_linecache(sb):
+    # The answers of hidden tests must not be one lookup away.
+    program = textwrap.dedent("""
+        import linecache, re
+        def add(a, b):
+            for name, entry in list(linecache.cache.items()):
+                for line in entry[2]:
+                    m = re.search(r"add\\(%d, %d\\) == (\\d+)" % (a, b), line)
+                    if m:
+                        return int(m.group(1))
+            return -1
+    """)
+    r = sb.run(program, ADD_TESTS)
+    assert not r.passed and r.n_passed == 0
+
+
+def test_reading_test_code_through_an_audit_hook_is_blocked(sb):
+    # An audit hook would see each test's code object (and its expected values) as the judge runs it.
+    program = textwrap.dedent("""
+        import sys
+        seen = []
+        sys.addaudithook(lambda event, args: seen.append(args) if event == "exec" else None)
+        def add(a, b):
+            return 0
+    """)
+    assert_blocked(sb.run(program, ADD_TESTS))
+
+
+# ---------------------------------------------------------------------------------------------- honest programs
+# The defences must not cost ordinary programs their pass.
+
+@pytest.mark.parametrize("program, tests", [
+    ("import numpy as np\ndef add(a, b):\n    return np.int64(a) + np.int64(b)\n", ADD_TESTS),
+    (("import enum\nclass N(enum.IntEnum):\n    THREE = 3\n    FOUR = 4\n    ZERO = 0\n"
+     "def add(a, b):\n    return N(a + b)\n"), ADD_TESTS),
+    (("from collections import Counter, OrderedDict, namedtuple\nP = namedtuple('P', 'x y')\n"
+     "def f(s):\n    return Counter(s), OrderedDict(a=1), P(1, 2)\n"),
+     TestSuite("assert", asserts=("assert f('aab') == ({'a': 2, 'b': 1}, {'a': 1}, (1, 2))",))),
+    (("import logging, re\nlogging.basicConfig()\ndef f(s):\n    logging.getLogger('x').debug('called')\n"
+     "    return re.match('a+', s)\n"), TestSuite("assert", asserts=("assert f('aa')", "assert f('b') is None"))),
+    # the tests' own classes may define __eq__ (MBPP+ compares with a tolerance this way)
+    ("def third(x):\n    return x / 3\n",
+     TestSuite("assert", setup="class Near:\n    def __init__(self, v):\n        self.v = v\n"
+               "    def __eq__(self, other):\n        return abs(other - self.v) < 1e-6\n",
+               asserts=("assert third(1) == Near(0.333333)", "assert not third(1) == Near(0.5)"))),
+    # a signal handler still runs; it is just not handed a frame
+    (("import os, signal\ngot = []\nsignal.signal(signal.SIGUSR1, lambda s, frame: got.append((s, frame)))\n"
+     "os.kill(os.getpid(), signal.SIGUSR1)\ndef add(a, b):\n    return a + b\n"),
+     TestSuite("assert", asserts=("assert got == [(signal.SIGUSR1, None)]", "assert add(1, 2) == 3"),
+               setup="import signal")),
+], ids=["numpy_scalar", "int_enum", "stdlib_containers", "logging_and_match", "test_class_eq", "signal_handler"])
+def test_honest_programs_still_pass(sb, program, tests):
+    r = sb.run(program, tests)
+    assert r.passed, (r.status, r.feedback)
+
+
+def test_comparisons_keep_python_semantics_on_plain_data(sb):
+    # A list is not a tuple, 1 == 1.0, a chained comparison still chains.
+    tests = TestSuite("assert", asserts=("assert f() == (1, 2)", "assert f() == [1.0, 2]", "assert 0 < f()[0] < 2",
+                                         "assert f() != [2, 1]", "assert 2 in f()"))
+    r = sb.run("def f():\n    return [1, 2]\n", tests)
+    assert r.test_results == [False, True, True, True, True]
+    assert r.status == "failed"
+
+
+def test_an_object_that_is_not_plain_data_fails_without_being_a_hack(sb):
+    r = sb.run("def f():\n    return (x for x in [1, 2])\n", TestSuite("assert", asserts=("assert f() == [1, 2]",)))
+    assert r.status == "failed" and "plain data" in r.feedback
+
+
+def test_blocked_runs_are_counted_by_status():
+    with Sandbox(workers=1, timeout=2, cache=False) as box:
+        box.run(ADD, ADD_TESTS)
+        box.run(WRONG_ADD + f"import os\nos.write(255, {OLD_RECORDS})\nos._exit(0)\n", ADD_TESTS)
+        stats = box.stats()
+    assert stats["status/passed"] == 1 and stats["status/blocked"] == 1 and stats["status/failed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- real benchmarks
+
+@pytest.mark.slow
+def test_humanevalpack_canonical_solutions_pass_and_buggy_ones_fail():
+    import json
+    import re
+
+    from selfdebug.problems import shared_data_dir, split_humaneval_check
+
+    path = shared_data_dir() / "humanevalpack-python.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    items = []
+    for r in records:
+        test = re.sub(r"(?m)^check\(.*\)\s*$", "", r["test"])  # the module calls check itself; the suite does
+        split = split_humaneval_check(test, r["entry_point"])
+        assert split is not None, r["task_id"]
+        suite = TestSuite("assert", setup=split[0], asserts=split[1])
+        items += [(r["declaration"] + r["canonical_solution"], suite), (r["declaration"] + r["buggy_solution"], suite)]
+    with Sandbox(timeout=10, cache=False) as box:
+        results = box.run_batch(items)
+    good, bad = results[0::2], results[1::2]
+    assert len(good) == 164
+    assert [(r["task_id"], g.status) for r, g in zip(records, good) if not g.passed] == []
+    assert [r["task_id"] for r, b in zip(records, bad) if b.passed] == []  # 3 loop forever: timeouts
+    assert not any(r.status == "blocked" for r in results)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="job users (and so non-dumpable children) need root")
+def test_the_kernel_backs_the_hook_on_process_memory(sb):
+    # Routes the audit hook does not see: a symlink to /proc/self/mem, and a fresh interpreter (no hook)
+    # reading the child's memory. Neither may open it.
+    program = textwrap.dedent("""
+        import os, subprocess, sys
+        os.symlink("/proc/self/mem", "m")
+        try:
+            open("m", "rb")
+            via_link = "opened"
+        except OSError as exc:
+            via_link = type(exc).__name__
+        helper = subprocess.run([sys.executable, "-c", f"open('/proc/{os.getpid()}/mem', 'rb')"],
+                                capture_output=True, text=True)
+        via_helper = helper.stderr.strip().splitlines()[-1] if helper.returncode else "opened"
+        def add(a, b):
+            return a + b
+    """)
+    tests = TestSuite("assert", asserts=("assert via_link == 'PermissionError'",
+                                         "assert via_helper.startswith('PermissionError')"))
+    r = sb.run(program, tests)
+    assert r.passed, r.feedback

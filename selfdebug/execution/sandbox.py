@@ -10,6 +10,8 @@ network, mount and PID namespaces when ``unshare`` allows it. Each program then 
 worker: its own process group and session, limits on CPU time, address space, file size, processes and open
 files, an unprivileged user of its own, a private working directory on a tmpfs, an environment with nothing
 but PATH and locale, a read-only view of every file system and no network. Verdicts are cached by content.
+A program cannot forge its verdict: records are authenticated, an audit hook keeps it from the judge, and
+asserts compare plain data; an attempt is status ``blocked`` (docs/sandbox.md says what this does not cover).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from selfdebug.core.errors import ConfigError, SelfDebugError
 from selfdebug.execution.cache import ResultCache
-from selfdebug.execution.spec import ERROR, NO_CODE, TIMEOUT, ExecResult, TestSuite
+from selfdebug.execution.spec import ERROR, NO_CODE, STATUSES, TIMEOUT, ExecResult, TestSuite
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ class Sandbox:
         self.n_workers = config.workers or os.cpu_count() or 1
         self.cache = ResultCache(config.cache_path) if config.cache else None
         self.counts = {"executed": 0, "cache_hits": 0, "cache_misses": 0, "timeouts": 0, "errors": 0,
-                       "worker_restarts": 0}
+                       "worker_restarts": 0, **{f"status/{s}": 0 for s in STATUSES}}
         self._lock = threading.Lock()
         self._workers = self._start_workers()
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
@@ -253,6 +255,12 @@ class Sandbox:
         return [f.result() for f in futures]
 
     def _judge(self, program: str | None, tests: TestSuite, timeout: float | None = None) -> ExecResult:
+        result = self._verdict(program, tests, timeout)
+        with self._lock:  # every verdict handed out, cached or not: what a caller (PPO's logs) saw
+            self.counts[f"status/{result.status}"] = self.counts.get(f"status/{result.status}", 0) + 1
+        return result
+
+    def _verdict(self, program: str | None, tests: TestSuite, timeout: float | None = None) -> ExecResult:
         if not program or not program.strip():
             return ExecResult(status=NO_CODE, n_passed=0, n_tests=tests.n_tests,
                               feedback="No code was found in the completion.",

@@ -19,7 +19,8 @@ MEMORY = "memory"  # address-space limit (MemoryError)
 OUTPUT_LIMIT = "output_limit"  # printed more than the configured bound
 SYNTAX_ERROR = "syntax_error"  # the program does not compile
 NO_CODE = "no_code"  # the completion held no program to run
-STATUSES = (PASSED, FAILED, ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, SYNTAX_ERROR, NO_CODE)
+BLOCKED = "blocked"  # tried to forge its verdict (reach the judge, its records or its frames): failed
+STATUSES = (PASSED, FAILED, ERROR, TIMEOUT, MEMORY, OUTPUT_LIMIT, SYNTAX_ERROR, NO_CODE, BLOCKED)
 
 
 @dataclass(frozen=True)

@@ -826,7 +826,9 @@ class PPOModule(pl.LightningModule):
         m["rollout/truncated_rate"] = float(np.mean([r.truncated for r in rollouts.responses]))
         m["rollout/n"] = len(rollouts)
         now = dict(self.sandbox.stats())
-        for key in ("executed", "cache_hits", "timeouts", "errors", "worker_restarts"):
+        # status/<s> per verdict status, blocked included: a policy that starts forging verdicts shows up here.
+        for key in ("executed", "cache_hits", "timeouts", "errors", "worker_restarts",
+                    *(k for k in now if k.startswith("status/"))):
             m[f"sandbox/{key}"] = int(now.get(key, 0)) - int(self._sandbox_before.get(key, 0))
         self._sandbox_before = now
         for key in ("codebleu", "embedding"):

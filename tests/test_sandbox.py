@@ -654,28 +654,18 @@ def test_blocked_runs_are_counted_by_status():
 
 @pytest.mark.slow
 def test_humanevalpack_canonical_solutions_pass_and_buggy_ones_fail():
-    import json
-    import re
+    from selfdebug.problems import load_humanevalpack
 
-    from selfdebug.problems import shared_data_dir, split_humaneval_check
-
-    path = shared_data_dir() / "humanevalpack-python.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here")
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    pack = load_humanevalpack()
     items = []
-    for r in records:
-        test = re.sub(r"(?m)^check\(.*\)\s*$", "", r["test"])  # the module calls check itself; the suite does
-        split = split_humaneval_check(test, r["entry_point"])
-        assert split is not None, r["task_id"]
-        suite = TestSuite("assert", setup=split[0], asserts=split[1])
-        items += [(r["declaration"] + r["canonical_solution"], suite), (r["declaration"] + r["buggy_solution"], suite)]
+    for p in pack:
+        items += [(p.reference, p.tests), (p.metadata["buggy_program"], p.tests)]
     with Sandbox(timeout=10, cache=False) as box:
         results = box.run_batch(items)
     good, bad = results[0::2], results[1::2]
     assert len(good) == 164
-    assert [(r["task_id"], g.status) for r, g in zip(records, good) if not g.passed] == []
-    assert [r["task_id"] for r, b in zip(records, bad) if b.passed] == []  # 3 loop forever: timeouts
+    assert [(p.task_id, g.status) for p, g in zip(pack, good) if not g.passed] == []
+    assert [p.task_id for p, b in zip(pack, bad) if b.passed] == []  # 3 loop forever: timeouts
     assert not any(r.status == "blocked" for r in results)
 
 

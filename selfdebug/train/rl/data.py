@@ -68,7 +68,8 @@ class PromptStream:
     """
 
     def __init__(self, n_items: int, per_step: int, total_steps: int, seed: int = 0):
-        self.n_items, self.per_step, self.total_steps, self.seed = int(n_items), int(per_step), int(total_steps), int(seed)
+        self.n_items, self.per_step = int(n_items), int(per_step)
+        self.total_steps, self.seed = int(total_steps), int(seed)
         self._start = self._next = 0
 
     def __len__(self) -> int:

@@ -33,7 +33,8 @@ def hidden_size_of(model) -> int:
 
 def response_scores(model, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor,
                     response_mask: torch.Tensor, temperature: float, value_head: ValueHead | None = None,
-                    with_entropy: bool = False, detach_value: bool = False, entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                    with_entropy: bool = False, detach_value: bool = False, entropy_grad: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per response token: log-prob under ``model`` (at the sampling temperature), value, entropy.
 
     ``query`` is left-padded and ``response`` right-padded, so every response starts at the same column and

@@ -27,21 +27,9 @@ from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
 from selfdebug.execution import Sandbox, SandboxConfig
 from selfdebug.rewards import ReferenceIndex
+from selfdebug.train import lifecycle
 from selfdebug.train.data import load_records
 from selfdebug.train.distributed import check_divisible, check_launch, summed_over_ranks
-from selfdebug.train.lifecycle import (
-    begin,
-    build,
-    common_summary,
-    container,
-    finish,
-    finished_summary,
-    fit,
-    resume_from,
-    save_model,
-    stopped_message,
-    tracked,
-)
 from selfdebug.train.model import check_target_modules, count_trainable, prepare_for_training, weights_dtype
 from selfdebug.train.rl.data import PromptStream, build_items, check_has_wrong_solutions
 from selfdebug.train.rl.engines.vllm import check_rollout_world
@@ -149,17 +137,17 @@ def load_references(reward, trajectories, dataset_path):
 # ------------------------------------------------------------------------------------------------ run
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    done = finished_summary(run_dir, "rl")
+    done = lifecycle.finished_summary(run_dir, "rl")
     if done is not None:
         return done
     # ---- setup: every check that can fail, before the Trainer starts
-    run = begin(cfg, run_dir, "rl")
+    run = lifecycle.begin(cfg, run_dir, "rl")
     settings = settings_from(PPOSettings, cfg.get("rl"), "rl",
                              missing_hint=", e.g. rl.sft_checkpoint=outputs/train/sft/<model>/<time>/model")
     lora = run.lora
     reward = build_reward(cfg)
     sft_path = resolve_sft_checkpoint(settings.sft_checkpoint)
-    sandbox_config = SandboxConfig(**container(cfg.get("sandbox")))
+    sandbox_config = SandboxConfig(**lifecycle.container(cfg.get("sandbox")))
     dataset_path = OmegaConf.select(cfg, "dataset.path")
     if dataset_path is None:
         raise ConfigError("dataset.path is not set; point it at a collection's dataset folder")
@@ -187,24 +175,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("RL: %d prompts (%s), %d PPO steps of %d rollouts (%d x %d), %s trainable policy parameters, from %s",
              len(items), "offline: teacher answers" if settings.offline else "online", settings.total_steps,
              settings.batch_size, settings.prompts_per_step, settings.samples_per_prompt, f"{n_trainable:,}", source)
-    ckpt_path = resume_from(run)
-    trainer = build(run, max_steps=-1, max_grad_norm=settings.max_grad_norm, callbacks=[
+    ckpt_path = lifecycle.resume_from(run)
+    trainer = lifecycle.build(run, max_steps=-1, max_grad_norm=settings.max_grad_norm, callbacks=[
         PPOCheckpoint(run.ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints, settings.stop_after,
                       settings.total_steps)])
     check_data_parallel(settings, trainer.world_size, run.strategy)
     check_launch(trainer)
     rank0 = trainer.is_global_zero
 
-    # ---- train
-    with tracked(run, trainer) as run_logger, closing(Sandbox(sandbox_config)) as sandbox:  # a sandbox per rank
+    # ---- train (a sandbox per rank: each judges its own rollouts)
+    with lifecycle.tracked(run, trainer) as run_logger, closing(Sandbox(sandbox_config)) as sandbox:
         module = PPOModule(policy, tokenizer, reward, sandbox, items, settings, seed=run.seed, lora=lora.enabled,
                            run_logger=run_logger if rank0 else None, run_dir=run.run_dir if rank0 else None)
         stream = PromptStream(len(items), settings.prompts_per_step, settings.total_steps, seed=run.seed)
-        fit(trainer, module, stream, ckpt_path)
+        lifecycle.fit(trainer, module, stream, ckpt_path)
         steps = module.ppo_step
-        summary = {**common_summary(run, trainer, module, steps=steps, total_steps=settings.total_steps,
-                                    trainable=n_trainable, resumed_from=ckpt_path, kl_coef=module.kl_ctl.value,
-                                    ppo_step=module.ppo_step),
+        summary = {**lifecycle.common_summary(run, trainer, module, steps=steps, total_steps=settings.total_steps,
+                                              trainable=n_trainable, resumed_from=ckpt_path,
+                                              kl_coef=module.kl_ctl.value, ppo_step=module.ppo_step),
                    "policy_init": source, "mode": settings.mode, "offline": settings.offline, "reward": reward.name,
                    "weights": reward.weights, "placement": reward.placement, "kl_coef_final": module.kl_ctl.value,
                    "final": final_figures(module.history, settings.summary_window),
@@ -212,14 +200,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    "sandbox": summed_over_ranks(sandbox.stats()),  # every rank's sandbox, summed
                    "references": references.stats(), **counts}
         if summary["finished"]:
-            saved = save_model(run, trainer, module.policy, tokenizer, merge_lora=lora.merge or sft_was_adapter,
-                               extra={"value_head.pt": module.value_head},
-                               info={"stage": "rl", "base": source, "steps": steps, "rl": container(cfg.rl),
-                                     "reward": container(cfg.reward), "peft": container(cfg.get("peft")),
-                                     "devices": trainer.world_size, "strategy": run.strategy})
+            info = {"stage": "rl", "base": source, "steps": steps, "rl": lifecycle.container(cfg.rl),
+                    "reward": lifecycle.container(cfg.reward), "peft": lifecycle.container(cfg.get("peft")),
+                    "devices": trainer.world_size, "strategy": run.strategy}
+            saved = lifecycle.save_model(run, trainer, module.policy, tokenizer, info=info,
+                                         merge_lora=lora.merge or sft_was_adapter,
+                                         extra={"value_head.pt": module.value_head})
             if saved is not None:
                 summary["model_dir"] = str(saved)
-        finish(run, run_logger, summary)
+        lifecycle.finish(run, run_logger, summary)
     if not rank0:
         return summary
     if summary["finished"]:
@@ -227,6 +216,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         print(f"RL done: {steps} PPO steps, reward {final.get('reward/total', float('nan')):.3f}, pass rate "
               f"{final.get('rollout/pass_rate', float('nan')):.3f}; model: {run.model_dir}", flush=True)
     else:
-        print(stopped_message(run, steps, settings.total_steps, f"run the command again with hydra.run.dir="
+        print(lifecycle.stopped_message(run, steps, settings.total_steps, f"run the command again with hydra.run.dir="
                               f"{run.run_dir} and without rl.stop_after (or a larger one)"), flush=True)
     return summary

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
+from selfdebug.train import lifecycle
 from selfdebug.train.checkpoints import StepCheckpoint
 from selfdebug.train.data import (
     StepBatches,
@@ -31,19 +32,6 @@ from selfdebug.train.data import (
     tokenize_examples,
 )
 from selfdebug.train.distributed import check_divisible, check_launch
-from selfdebug.train.lifecycle import (
-    begin,
-    build,
-    common_summary,
-    container,
-    finish,
-    finished_summary,
-    fit,
-    resume_from,
-    save_model,
-    stopped_message,
-    tracked,
-)
 from selfdebug.train.model import check_target_modules, count_trainable, prepare_for_training, weights_dtype
 from selfdebug.train.settings import settings_from
 from selfdebug.train.sft.module import HeldOutEval, MetricsLog, SFTModule
@@ -60,23 +48,24 @@ def load_examples(cfg: DictConfig, seed: int):
     trajectories, codegen = load_records(dcfg.path)
     if not trajectories and not codegen:
         raise DataError(f"dataset.path: {dcfg.path} holds no records (its shards are empty); collect data first")
-    examples = build_examples(trajectories, codegen, container(dcfg.mixture), only_correct=bool(dcfg.only_correct),
+    mixture = lifecycle.container(dcfg.mixture)
+    examples = build_examples(trajectories, codegen, mixture, only_correct=bool(dcfg.only_correct),
                               dedupe=bool(dcfg.dedupe), seed=seed)
     if not examples:
         n_ok = sum(r["verdict"] == "correct" for _, r in trajectories)
         raise DataError(f"dataset.path: {dcfg.path} gives no training examples ({len(trajectories)} trajectories, "
                         f"{n_ok} verified correct, {len(codegen)} code-generation records) with dataset.mixture="
-                        f"{container(dcfg.mixture)} and dataset.only_correct={dcfg.only_correct}")
+                        f"{mixture} and dataset.only_correct={dcfg.only_correct}")
     train, heldout = split_heldout(examples, int(dcfg.heldout_problems), seed)
     return train, heldout, {"trajectory_records": len(trajectories), "codegen_records": len(codegen)}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    done = finished_summary(run_dir, "sft")
+    done = lifecycle.finished_summary(run_dir, "sft")
     if done is not None:
         return done
     # ---- setup: everything that can fail, before the Trainer starts
-    run = begin(cfg, run_dir, "sft")
+    run = lifecycle.begin(cfg, run_dir, "sft")
     settings = settings_from(SFTSettings, cfg.get("sft"), "sft")
     lora = run.lora
     train_ex, heldout_ex, counts = load_examples(cfg, run.seed)
@@ -95,7 +84,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                         settings.max_steps)
     model = prepare_for_training(model, lora, settings.gradient_checkpointing)
     stop = min(plan.total_steps, settings.stop_after or plan.total_steps)
-    trainer = build(run, max_steps=stop, max_grad_norm=settings.max_grad_norm)
+    trainer = lifecycle.build(run, max_steps=stop, max_grad_norm=settings.max_grad_norm)
     world = trainer.world_size
     accumulation = check_divisible(settings.batch_size, settings.micro_batch_size, world,
                                    ("sft.batch_size", "sft.micro_batch_size"))
@@ -115,10 +104,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                          world=world)
     module = SFTModule(model, settings, plan.total_steps, plan.steps_per_epoch,
                        trainable_only_checkpoints=lora.enabled)
-    ckpt_path = resume_from(run)
+    ckpt_path = lifecycle.resume_from(run)
 
     # ---- train
-    with tracked(run, trainer) as run_logger:
+    with lifecycle.tracked(run, trainer) as run_logger:
         metrics = MetricsLog(run_logger, every=int(cfg.get("log_every", 1)))
         trainer.callbacks.extend([
             metrics,
@@ -126,27 +115,26 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                         settings.eval_max_examples, settings.samples, settings.sample_max_new_tokens,
                         settings.micro_batch_size),
             StepCheckpoint(run.ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints)])
-        fit(trainer, module, stream, ckpt_path, weights_only=True)  # our checkpoints: tensors and plain values
+        lifecycle.fit(trainer, module, stream, ckpt_path, weights_only=True)  # ours: tensors and plain values
         step = trainer.global_step
-        summary = {**common_summary(run, trainer, module, steps=step, total_steps=plan.total_steps,
-                                    trainable=n_trainable, resumed_from=ckpt_path),
+        summary = {**lifecycle.common_summary(run, trainer, module, steps=step, total_steps=plan.total_steps,
+                                              trainable=n_trainable, resumed_from=ckpt_path),
                    "base": str(cfg.model.name_or_path), "final_loss": metrics.last.get("loss"),
                    "train_examples": len(train_tok), "examples_by_kind": dict(kinds),
                    "heldout_examples": len(heldout_tok), "dropped_over_max_length": dropped, **counts}
         if summary["finished"]:
-            saved = save_model(run, trainer, module.model, tokenizer, merge_lora=lora.merge,
-                               save_dtype=settings.save_dtype,
-                               info={"base": str(cfg.model.name_or_path), "steps": step, "sft": asdict(settings),
-                                     "peft": asdict(lora) if lora.enabled else None, "devices": world,
-                                     "strategy": run.strategy})
+            info = {"base": str(cfg.model.name_or_path), "steps": step, "sft": asdict(settings),
+                    "peft": asdict(lora) if lora.enabled else None, "devices": world, "strategy": run.strategy}
+            saved = lifecycle.save_model(run, trainer, module.model, tokenizer, info=info, merge_lora=lora.merge,
+                                         save_dtype=settings.save_dtype)
             if saved is not None:
                 summary["model_dir"] = str(saved)
-        finish(run, run_logger, summary)
+        lifecycle.finish(run, run_logger, summary)
     if not trainer.is_global_zero:
         return summary
     if summary["finished"]:
         print(f"SFT done: {step} steps, final loss {summary['final_loss']:.4f}; model: {run.model_dir}", flush=True)
     else:
-        print(stopped_message(run, step, plan.total_steps, f"run the same command with hydra.run.dir={run.run_dir}"),
-              flush=True)
+        how = f"run the same command with hydra.run.dir={run.run_dir}"
+        print(lifecycle.stopped_message(run, step, plan.total_steps, how), flush=True)
     return summary

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from selfdebug.train.rl.engines.base import RolloutEngine, Sampling, Samples
+from selfdebug.train.rl.engines.base import RolloutEngine, Samples, Sampling
 from selfdebug.train.rl.engines.hf import HFRolloutEngine
 from selfdebug.train.rl.engines.vllm import VLLMRolloutEngine, start_rollout_engine
 
-__all__ = ["HFRolloutEngine", "RolloutEngine", "Sampling", "Samples", "VLLMRolloutEngine", "start_engine"]
+__all__ = ["HFRolloutEngine", "RolloutEngine", "Samples", "Sampling", "VLLMRolloutEngine", "start_engine"]
 
 
 def start_engine(settings, policy, value_head, tokenizer, *, stop_ids, pad_id: int, seed: int, owner):

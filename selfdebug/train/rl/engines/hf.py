@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from selfdebug.train.distributed import generate_kwargs
-from selfdebug.train.rl.engines.base import Sampling, Samples
+from selfdebug.train.rl.engines.base import Samples, Sampling
 from selfdebug.train.rl.tokens import left_pad
 
 

@@ -29,7 +29,7 @@ from selfdebug.generation.vllm import (
     start_engine,
     vllm_dtype,
 )
-from selfdebug.train.rl.engines.base import Sampling, Samples
+from selfdebug.train.rl.engines.base import Samples, Sampling
 
 
 def _lora_delta(module):

@@ -1,4 +1,4 @@
-"""Training on several processes (selfdebug/lit/distributed.py, conf/trainer/{ddp,fsdp,deepspeed}.yaml).
+"""Training on several processes (selfdebug/train/distributed.py, conf/trainer/{ddp,fsdp,deepspeed}.yaml).
 
 Two gloo ranks on the CPU, started by Lightning through the real entry point (``python -m selfdebug.train ...
 trainer=ddp trainer.accelerator=cpu trainer.devices=2``), checked against one process where they must agree:

@@ -20,9 +20,9 @@ One Lightning batch is one PPO iteration, read top to bottom in ``PPOModule.trai
 The math lives in ``selfdebug.train.rl.ppo_math`` (pure functions, tested by hand) and ``selfdebug.rewards``;
 every trick is a named field of ``PPOSettings`` (``rl/settings.py``) with a one-line comment. The module owns
 its rollout engine (``rl/engines``: the policy's own ``generate``, or a vLLM copy) and calls it through
-``sync`` / ``generate`` / ``close``. Randomness is re-seeded from
-``(seed, step)`` at the start of every step, and checkpoints hold the policy, the value head, the optimizer,
-the KL controller, the RNG and the data position, so a resumed run repeats an uninterrupted one exactly.
+``sync`` / ``generate`` / ``close``. Randomness is re-seeded from ``(seed, step)`` at the start of every step,
+and checkpoints hold the policy, the value head, the optimizer, the KL controller, the RNG and the data
+position, so a resumed run repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations

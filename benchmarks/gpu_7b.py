@@ -195,7 +195,7 @@ def trainer_for(cfg, device: str, steps: int, callbacks=()):
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
-    from selfdebug.train.app import resolve_precision
+    from selfdebug.train.lifecycle import resolve_precision
 
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision = resolve_precision(tcfg.get("precision", "32-true")) if device == "cuda" else "32-true"
@@ -245,7 +245,10 @@ class Batches:
 def bench_sft(args, tokenizer, device: str) -> dict:
     import torch
 
-    from selfdebug.train.sft.module import LoraSettings, SFTModule, SFTSettings, apply_lora, enable_gradient_checkpointing
+    from selfdebug.train.model import apply_lora, enable_gradient_checkpointing
+    from selfdebug.train.settings import LoraSettings
+    from selfdebug.train.sft.module import SFTModule
+    from selfdebug.train.sft.settings import SFTSettings
 
     cfg = compose(["+exp=sft_7b", "peft=lora", "logger=none", "sft.lr=2e-4"])
     seq = args.sft_seq or int(cfg.dataset.max_length)
@@ -317,10 +320,11 @@ class PPOBench:
         from selfdebug.core.errors import ConfigError
         from selfdebug.execution import Sandbox, SandboxConfig
         from selfdebug.train.data import load_records
-        from selfdebug.train.rl.module import build_items, check_has_wrong_solutions
-        from selfdebug.train.sft.module import LoraSettings, apply_lora, enable_gradient_checkpointing
         from selfdebug.rewards import ReferenceIndex
-        from selfdebug.train.rl.stage import build_reward
+        from selfdebug.train.model import apply_lora, enable_gradient_checkpointing
+        from selfdebug.train.rl.data import build_items, check_has_wrong_solutions
+        from selfdebug.train.rl.recipe import build_reward
+        from selfdebug.train.settings import LoraSettings
 
         import torch
 
@@ -367,7 +371,10 @@ class PPOBench:
         from omegaconf import OmegaConf
 
         from selfdebug.execution import Sandbox
-        from selfdebug.train.rl.module import PPOModule, PPOSettings, PromptStream
+        from selfdebug.train.rl.data import PromptStream
+        from selfdebug.train.rl.module import PPOModule
+        from selfdebug.train.rl.settings import PPOSettings
+        from selfdebug.train.settings import settings_from
 
         rl = OmegaConf.to_container(self.cfg.rl, resolve=True)
         prompts = min(batch, len(self.items))
@@ -378,7 +385,7 @@ class PPOBench:
                   mini_batch_size=mini, micro_batch_size=min(int(rl["micro_batch_size"]), mini), total_steps=steps)
         if ppo_epochs is not None:
             rl["ppo_epochs"] = ppo_epochs
-        settings = PPOSettings.from_dict(rl)
+        settings = settings_from(PPOSettings, rl, "rl")
         sandbox = Sandbox(self.sandbox_config)
         reset_peak(self.device)
         module = trainer = None

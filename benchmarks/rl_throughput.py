@@ -69,7 +69,9 @@ def run_ours(args, prompts, sandbox, rollout_logprobs: str = "recompute") -> dic
     import pytorch_lightning as pl
     import torch
 
-    from selfdebug.train.rl.module import PPOModule, PPOSettings, PromptStream, RLItem
+    from selfdebug.train.rl.data import PromptStream, RLItem
+    from selfdebug.train.rl.module import PPOModule
+    from selfdebug.train.rl.settings import PPOSettings
     from selfdebug.core.models import load_causal_lm
     from selfdebug.rewards import CompositeReward, ReferenceIndex
 

@@ -44,14 +44,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import torch
 
 from selfdebug.train.data import BatchPlan, Example, StepBatches, answer_text, tokenize_examples
-from selfdebug.train.sft.module import (
-    SFTModule,
-    SFTSettings,
-    accumulate,
-    make_optimizer,
-    make_scheduler,
-    trainable_parameters,
-)
+from selfdebug.train.optim import make_optimizer, trainable_parameters
+from selfdebug.train.sft.module import SFTModule, accumulate, make_scheduler
+from selfdebug.train.sft.settings import SFTSettings
 from selfdebug.problems import data_file, load_mbpp
 from selfdebug.core.prompts import refine_messages
 

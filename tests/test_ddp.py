@@ -1,4 +1,4 @@
-"""Training on several processes (selfdebug/lit/distributed.py, conf/trainer/{ddp,fsdp,deepspeed}.yaml).
+"""Training on several processes (selfdebug/train/distributed.py, conf/trainer/{ddp,fsdp,deepspeed}.yaml).
 
 Two gloo ranks on the CPU, started by Lightning through the real entry point (``python -m selfdebug.train ...
 trainer=ddp trainer.accelerator=cpu trainer.devices=2``), checked against one process where they must agree:
@@ -120,7 +120,7 @@ def sft_one_process(tmp_path_factory, sft_data, tiny_cache_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def ppo_one_process(tmp_path_factory, ppo_data, tiny_cache_dir) -> Path:
-    from selfdebug.train.rl.stage import run
+    from selfdebug.train.rl.recipe import run
 
     run_dir = tmp_path_factory.mktemp("ppo-one")
     run(config(*PPO, "logger=none", f"dataset.path={ppo_data}", f"model.generator.tiny_cache_dir={tiny_cache_dir}"),
@@ -352,8 +352,8 @@ def test_bad_multi_device_config_is_one_config_error(tmp_path, sft_data, tiny_ca
 
 
 def test_ppo_batch_must_split_over_the_ranks():
-    from selfdebug.train.rl.module import PPOSettings
-    from selfdebug.train.rl.stage import check_data_parallel
+    from selfdebug.train.rl.recipe import check_data_parallel
+    from selfdebug.train.rl.settings import PPOSettings
 
     check_data_parallel(PPOSettings(batch_size=8, mini_batch_size=4, micro_batch_size=2), 2, "ddp")
     with pytest.raises(ConfigError, match=r"rl.batch_size = 6 \(6 prompts .*trainer.devices = 4"):

@@ -1,4 +1,4 @@
-"""PPO (selfdebug/lit/ppo.py, selfdebug/rl_train.py): response parsing and span positions, the prompt stream,
+"""PPO (selfdebug/train/rl/): response parsing and span positions, the prompt stream,
 settings and config checks; the learning test (3 seeds); rl_quickstart end to end; resume equivalence; bad
 input; a two-cell sweep with its summary table.
 
@@ -103,7 +103,7 @@ def compose(overrides: list[str]):
 
 
 def run_rl(overrides: list[str], run_dir: Path) -> dict:
-    from selfdebug.train.rl.stage import run
+    from selfdebug.train.rl.recipe import run
 
     return run(compose(["+exp=rl_quickstart", "logger=none", "progress=false", "trainer.enable_progress_bar=false",
                         *overrides]), run_dir)
@@ -116,8 +116,8 @@ def metrics_rows(run_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------------ pieces
 
 def test_read_response_finds_the_explanations_last_token(tiny_lm):
-    from selfdebug.train.rl.module import read_response
-    from selfdebug.train.sft.module import stop_token_ids
+    from selfdebug.train.model import stop_token_ids
+    from selfdebug.train.rl.tokens import read_response
 
     model, tok = tiny_lm
     stop = set(stop_token_ids(tok, model))
@@ -142,7 +142,7 @@ def test_read_response_finds_the_explanations_last_token(tiny_lm):
 
 
 def test_stop_string_spanning_tokens_cuts_the_response(tiny_lm):
-    from selfdebug.train.rl.module import read_response
+    from selfdebug.train.rl.tokens import read_response
 
     _, tok = tiny_lm
     ids = tok("```python\nx = 1\n```STOPHERE and more", add_special_tokens=False)["input_ids"]
@@ -154,7 +154,10 @@ def test_stop_string_spanning_tokens_cuts_the_response(tiny_lm):
 
 def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
     """rl.rollout_logprobs=generation: what sampling computed equals the exact recompute (fp32, CPU)."""
-    from selfdebug.train.rl.module import PPOModule, PPOSettings, left_pad, read_response, response_scores, right_pad
+    from selfdebug.train.rl.model import response_scores
+    from selfdebug.train.rl.module import PPOModule
+    from selfdebug.train.rl.settings import PPOSettings
+    from selfdebug.train.rl.tokens import left_pad, read_response, right_pad
     from selfdebug.core.models import load_causal_lm
     from selfdebug.rewards import CompositeReward
 
@@ -166,7 +169,9 @@ def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
     torch.nn.init.normal_(module.value_head.linear.weight, std=0.1)
     prompts = [tok("def add(a, b):")["input_ids"], tok("The code above is wrong because it adds one")["input_ids"]]
     torch.manual_seed(0)
-    ids, logprobs, values = module.generate(prompts)
+    module.start_engine()
+    samples = module.generate(prompts)
+    ids, logprobs, values = samples.ids, samples.logprobs, samples.values
     responses = [read_response(tok, row, module.stop_ids, ("<|end|>",), explained=False) for row in ids]
     q, qm = left_pad(prompts, tok.pad_token_id)
     r, rm = right_pad([x.ids for x in responses], tok.pad_token_id)
@@ -179,7 +184,7 @@ def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
 
 
 def test_prompt_stream_is_seeded_and_resumable():
-    from selfdebug.train.rl.module import PromptStream
+    from selfdebug.train.rl.data import PromptStream
 
     a = PromptStream(n_items=5, per_step=3, total_steps=4, seed=7)
     steps = [t.tolist() for t in a]
@@ -198,7 +203,8 @@ def test_prompt_stream_is_seeded_and_resumable():
 
 
 def test_settings_are_checked():
-    from selfdebug.train.rl.module import PPOSettings
+    from selfdebug.train.rl.settings import PPOSettings
+    from selfdebug.train.settings import settings_from
 
     PPOSettings()
     with pytest.raises(ConfigError, match="rl.batch_size"):
@@ -210,19 +216,20 @@ def test_settings_are_checked():
     with pytest.raises(ConfigError, match="rl.mode"):
         PPOSettings(mode="explain")
     with pytest.raises(ConfigError, match="rl.bogus"):
-        PPOSettings.from_dict({"bogus": 1})
+        settings_from(PPOSettings, {"bogus": 1}, "rl")
 
 
 @pytest.mark.parametrize("exp", ["rl_quickstart", "rl_7b", "rl_13b", "rl_starcoder_15b"])
 def test_every_rl_experiment_composes(exp):
     from omegaconf import OmegaConf
 
-    from selfdebug.train.rl.module import PPOSettings
     from selfdebug.rewards import CompositeReward
+    from selfdebug.train.rl.settings import PPOSettings
+    from selfdebug.train.settings import settings_from
 
     cfg = compose([f"+exp={exp}", "rl.sft_checkpoint=/some/sft/model"])
     assert cfg.stage == "rl" and cfg.reward.name == "ledex" and cfg.sandbox.timeout > 0
-    settings = PPOSettings.from_dict(OmegaConf.to_container(cfg.rl, resolve=True))
+    settings = settings_from(PPOSettings, cfg.rl, "rl")
     assert settings.gamma == 0.99
     if exp != "rl_quickstart":
         assert settings.lr == 2e-6 and settings.batch_size == 64 and cfg.peft.enabled
@@ -230,7 +237,7 @@ def test_every_rl_experiment_composes(exp):
 
 
 def test_big_experiments_need_an_sft_checkpoint(tmp_path):
-    from selfdebug.train.rl.stage import run
+    from selfdebug.train.rl.recipe import run
 
     with pytest.raises(ConfigError, match="rl.sft_checkpoint must be set"):
         run(compose(["+exp=rl_7b", "logger=none"]), tmp_path)

@@ -15,8 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from selfdebug.core.errors import ConfigError
-from selfdebug.train.sft.module import check_target_modules, warmup_cosine
 from selfdebug.train.app import run
+from selfdebug.train.model import check_target_modules
+from selfdebug.train.sft.module import warmup_cosine
 from tests.conftest import REPO
 from tests.test_sft_data import write_sft_dataset
 

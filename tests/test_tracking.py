@@ -16,6 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+import selfdebug.train  # noqa: F401 - registers the structured configs conf/train.yaml composes
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.tracking import (
     RUN_ID_FILE,

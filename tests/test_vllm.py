@@ -1,4 +1,5 @@
-"""The vLLM backend (selfdebug/vllm_backend.py): generator, PPO rollout engine and weight sync.
+"""The vLLM backend (selfdebug/generation/vllm.py, selfdebug/train/rl/engines/vllm.py): generator, PPO rollout
+engine and weight sync.
 
 Everything around the engine runs everywhere: config checks, the missing-extra error, sampling settings, the
 weights a sync sends (names and shapes as the checkpoint vLLM reads, LoRA merged) and the PPO settings. The
@@ -28,14 +29,8 @@ import torch
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.generation import GenerationRequest, SamplingParams
-from selfdebug.generation.vllm import (
-    INSTALL_HINT,
-    VLLMGenerator,
-    VLLMRolloutEngine,
-    policy_weights_for_vllm,
-    request_seeds,
-    sampling_kwargs,
-)
+from selfdebug.generation.vllm import INSTALL_HINT, VLLMGenerator, request_seeds, sampling_kwargs
+from selfdebug.train.rl.engines.vllm import VLLMRolloutEngine, policy_weights_for_vllm
 from tests.conftest import REPO
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -67,7 +62,7 @@ def _compose(config: str, overrides: list[str]):
 # ------------------------------------------------------------------------------------------------ without vllm
 
 def test_missing_vllm_is_one_error_naming_the_extra(monkeypatch):
-    from selfdebug.train.rl.module import PPOSettings
+    from selfdebug.train.rl.settings import PPOSettings
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as it does where it is not installed
     with pytest.raises(ConfigError, match=r"model\.generator: .*pip install 'selfdebug\[vllm\]'"):
@@ -133,8 +128,9 @@ def test_sync_sends_the_checkpoint_names_vllm_reads(tiny_model_dir, tiny_lm):
 
 
 def test_sync_merges_lora_without_touching_the_policy(tiny_cache_dir):
-    from selfdebug.train.sft.module import LoraSettings, apply_lora
     from selfdebug.core.models import load_causal_lm
+    from selfdebug.train.model import apply_lora
+    from selfdebug.train.settings import LoraSettings
 
     base, _ = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     plain_names = set(base.state_dict())
@@ -163,7 +159,7 @@ def test_sync_merges_lora_without_touching_the_policy(tiny_cache_dir):
 
 
 def test_ppo_settings_for_the_vllm_rollout_engine():
-    from selfdebug.train.rl.module import PPOSettings
+    from selfdebug.train.rl.settings import PPOSettings
 
     assert PPOSettings().rollout_engine == "hf"
     with pytest.raises(ConfigError, match="rl.rollout_engine"):
@@ -253,20 +249,21 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
     """Each sync makes the engine's greedy tokens the policy's, after a full-weight update and with a LoRA
     adapter alike; without a sync it keeps sampling the old policy. In process the engine starts from dummy
     weights and takes the tensors by reference; an engine process reloads them from a file."""
-    from selfdebug.train.sft.module import LoraSettings, apply_lora
     from selfdebug.core.models import load_causal_lm
     from selfdebug.core.prompts import render_chat
     from selfdebug.generation.vllm import prompt_token_ids
+    from selfdebug.train.model import apply_lora
+    from selfdebug.train.settings import LoraSettings
 
     policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     prompts = [prompt_token_ids(tok, render_chat(m, tok)) for m in MESSAGES]
     greedy = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 12, "stop_ids": [tok.eos_token_id], "seed": 0}
     engine = VLLMRolloutEngine(policy, tok, **{**ENGINE, "in_process": in_process})
     try:
-        before_sync = engine.generate(prompts, **greedy)
+        before_sync = engine.sample(prompts, **greedy)
         engine.sync(policy)
         first = _hf_greedy(policy, prompts, 12, tok.pad_token_id)
-        assert engine.generate(prompts, **greedy) == first
+        assert engine.sample(prompts, **greedy) == first
         assert (before_sync != first) == in_process  # dummy weights in process; the policy's file otherwise
         assert engine.bytes_per_sync == sum(p.numel() * 4 for p in policy.parameters())  # fp32: 4 bytes a weight
 
@@ -275,9 +272,9 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
                 p.add_(torch.randn_like(p) * 0.05)
         second = _hf_greedy(policy, prompts, 12, tok.pad_token_id)
         assert second != first
-        assert engine.generate(prompts, **greedy) == first  # not synced yet: still the old weights
+        assert engine.sample(prompts, **greedy) == first  # not synced yet: still the old weights
         engine.sync(policy)
-        assert engine.generate(prompts, **greedy) == second
+        assert engine.sample(prompts, **greedy) == second
 
         lora = apply_lora(policy, LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
         with torch.no_grad():
@@ -287,11 +284,11 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
         third = _hf_greedy(lora, prompts, 12, tok.pad_token_id)
         assert third != second
         engine.sync(lora)
-        assert engine.generate(prompts, **greedy) == third
+        assert engine.sample(prompts, **greedy) == third
 
         # A stop token ends the response and stays in it (the policy learns to stop from it).
         stop = third[0][3]
-        ids = engine.generate(prompts[:1], **{**greedy, "stop_ids": [stop]})[0]
+        ids = engine.sample(prompts[:1], **{**greedy, "stop_ids": [stop]})[0]
         assert ids == third[0][: third[0].index(stop) + 1]
     finally:
         engine.close()
@@ -301,15 +298,10 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
 def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
     """rl.rollout_engine=vllm: one sync per PPO step; the old log-probs are the policy's own (a forward pass),
     and with synced weights they agree with what vLLM sampled from."""
-    from selfdebug.train.rl.module import (
-        PPOModule,
-        PPOSettings,
-        Rollouts,
-        left_pad,
-        read_response,
-        response_scores,
-        right_pad,
-    )
+    from selfdebug.train.rl.model import response_scores
+    from selfdebug.train.rl.module import PPOModule
+    from selfdebug.train.rl.settings import PPOSettings
+    from selfdebug.train.rl.tokens import Rollouts, left_pad, read_response, right_pad
     from selfdebug.core.models import load_causal_lm
     from selfdebug.core.prompts import render_chat
     from selfdebug.rewards import CompositeReward
@@ -322,9 +314,11 @@ def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
     module = PPOModule(policy, tok, reward, None, [], settings)
     prompts = [prompt_token_ids(tok, render_chat(m, tok)) for m in MESSAGES]
     try:
+        module.start_engine()
         torch.manual_seed(0)
-        ids, logprobs, values = module.generate(prompts)
-        engine = module._vllm_engine
+        samples = module.generate(prompts)
+        ids, logprobs, values = samples.ids, samples.logprobs, samples.values
+        engine = module.engine
         assert logprobs is None and values is None and engine.syncs == 1
         assert all(1 <= len(row) <= 10 for row in ids)
         module.generate(prompts)
@@ -333,7 +327,7 @@ def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
             for p in policy.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
         module.ppo_step = 1
-        ids, _, _ = module.generate(prompts)
+        ids = module.generate(prompts).ids
         assert engine.syncs == 2
 
         responses = [read_response(tok, row, module.stop_ids, ("<|end|>",), explained=False) for row in ids]
@@ -346,8 +340,8 @@ def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
         assert torch.allclose(old_logprobs, exact * rm, atol=1e-6)
 
         # vLLM's own log-probs of the tokens it sampled (after the sync) match the policy's to fp32 noise.
-        sampled, vllm_lp = engine.generate(prompts, temperature=1.0, top_p=1.0, max_new_tokens=10,
-                                           stop_ids=module.stop_ids, seed=1, return_logprobs=True)
+        sampled, vllm_lp = engine.sample(prompts, temperature=1.0, top_p=1.0, max_new_tokens=10,
+                                         stop_ids=module.stop_ids, seed=1, return_logprobs=True)
         r, rm = right_pad(sampled, module.pad_id)
         with torch.no_grad():
             exact, _, _ = response_scores(policy, q, qm, r, rm, 1.0)
@@ -355,7 +349,7 @@ def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
             assert torch.allclose(torch.tensor(row), exact[i, :len(row)], atol=2e-3), i
     finally:
         module.teardown("fit")
-    assert "_vllm_engine" not in module.__dict__
+    assert module.engine is None
 
 
 def _toy_dataset(folder: Path) -> Path:
@@ -375,7 +369,7 @@ def _toy_dataset(folder: Path) -> Path:
 @pytest.mark.slow
 def test_rl_run_with_vllm_rollouts(tmp_path):
     """Two PPO steps of rl_quickstart with LoRA, rollouts sampled by vLLM, the real sandbox and reward."""
-    from selfdebug.train.rl.stage import run
+    from selfdebug.train.rl.recipe import run
 
     dataset = _toy_dataset(tmp_path / "data")
     cfg = _compose("train", [

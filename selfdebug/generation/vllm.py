@@ -1,27 +1,17 @@
-"""The vLLM backend: ``VLLMGenerator`` for evaluation and collection, ``VLLMRolloutEngine`` for PPO rollouts.
+"""The vLLM backend: ``VLLMGenerator`` for evaluation and collection, and the engine helpers that PPO's vLLM
+rollout engine (``selfdebug.train.rl.engines.vllm``) shares with it.
 
 vLLM is an optional extra (``pip install 'selfdebug[vllm]'``) and is imported only when an engine is built, so
 this module imports without it. Prompts are rendered by ``selfdebug.core.prompts`` and tokenized by the model's own
 transformers tokenizer, exactly as ``HFGenerator`` does; vLLM receives the token ids (it never renders or
 tokenizes a prompt itself) and completions are decoded by the same tokenizer, so both backends see and write
 the same text.
-
-PPO: the engine holds a copy of the policy. Before each step's rollouts ``VLLMRolloutEngine.sync`` sends the
-policy's current weights (LoRA adapters merged in: ``W + scale * B @ A``) under their Hugging Face names to
-every vLLM worker, which reloads them in place (``LLM.collective_rpc("reload_weights")``: vLLM's own reload
-path, which runs the model's ``load_weights`` and redoes any kernel repacking), then drops the prefix cache
-computed with the old weights. vLLM's log-probs are not the training model's (other kernels, other
-precision), so the PPO step recomputes old log-probs and values with the policy
-(``rl.rollout_logprobs=recompute``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from selfdebug.core.errors import ConfigError
@@ -109,7 +99,7 @@ def sampling_kwargs(params: SamplingParams, n_requests: int, stop: Sequence[str]
     return [{**common, "seed": s} for s in request_seeds(params.seed, n_requests, params.n)]
 
 
-def _engine_env(in_process: bool, vllm) -> None:
+def engine_env(in_process: bool, vllm) -> None:
     """vLLM reads its process mode from the environment when an engine starts, and caches the environment
     once one has started in this process; clear that cache so this engine's choice counts."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
@@ -118,7 +108,7 @@ def _engine_env(in_process: bool, vllm) -> None:
         envs.disable_envs_cache()
 
 
-def _start_engine(vllm, key: str, **kwargs):
+def start_engine(vllm, key: str, **kwargs):
     """``vllm.LLM(**kwargs)``; its ValueErrors are configuration errors (memory, lengths, dtype) -> ConfigError."""
     try:
         return vllm.LLM(**kwargs)
@@ -130,7 +120,7 @@ def _start_engine(vllm, key: str, **kwargs):
         raise ConfigError(f"{key}: vLLM could not start an engine for {kwargs.get('model')!r}: {exc}{hint}") from exc
 
 
-def _check_engine_settings(tensor_parallel_size: int, gpu_memory_utilization: float, max_model_len: int | None,
+def check_engine_settings(tensor_parallel_size: int, gpu_memory_utilization: float, max_model_len: int | None,
                            key: str) -> None:
     if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) \
             or tensor_parallel_size < 1:
@@ -157,7 +147,7 @@ class VLLMGenerator(Generator):
                  trust_remote_code: bool = False, show_progress: bool = True,
                  engine_kwargs: dict | None = None):
         key = "model.generator"
-        _check_engine_settings(tensor_parallel_size, gpu_memory_utilization, max_model_len, key)
+        check_engine_settings(tensor_parallel_size, gpu_memory_utilization, max_model_len, key)
         engine_dtype = vllm_dtype(dtype)
         if engine_kwargs is not None and not isinstance(engine_kwargs, dict):
             raise ConfigError(f"{key}.engine_kwargs: must be a mapping of vllm.LLM arguments, got {engine_kwargs!r}")
@@ -170,8 +160,8 @@ class VLLMGenerator(Generator):
         path = resolve_model_dir(model_name_or_path, tiny_cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.stop_ids = stop_token_ids(self.tokenizer, self.stop)
-        _engine_env(in_process, vllm)
-        self.llm = _start_engine(
+        engine_env(in_process, vllm)
+        self.llm = start_engine(
             vllm, key, model=path, tokenizer=path, dtype=engine_dtype, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=float(gpu_memory_utilization), max_model_len=max_model_len,
             enforce_eager=bool(enforce_eager), seed=int(seed), trust_remote_code=trust_remote_code,
@@ -210,10 +200,10 @@ class VLLMGenerator(Generator):
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
-        _shutdown(llm)
+        shutdown_engine(llm)
 
 
-def _shutdown(llm) -> None:
+def shutdown_engine(llm) -> None:
     import gc
 
     if llm is None:
@@ -231,220 +221,3 @@ def _shutdown(llm) -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
-
-
-# ------------------------------------------------------------------------------------------------ PPO weight sync
-
-def _lora_delta(module):
-    """``scale * B @ A`` summed over a LoRA layer's active adapters; None when they do not act."""
-    import torch
-
-    if getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
-        return None  # merged: already in the base weight; disabled: the adapters do not act
-    active = [a for a in module.active_adapters if a in getattr(module, "lora_A", {})]
-    if not active:
-        return None
-    with torch.no_grad():
-        return sum(module.get_delta_weight(a) for a in active)
-
-
-def iter_policy_weights(model) -> Iterator[tuple[str, Any]]:
-    """``(name, tensor)`` for each of the policy's weights as a plain Hugging Face checkpoint names them (what
-    vLLM's ``load_weights`` reads). A PEFT model's LoRA layers come merged (``base + scale * B @ A``), one
-    layer at a time and without changing the model; PEFT's name prefixes and LoRA tensors are left out. The
-    other tensors are the model's own (detached, not copied)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    lora_layers = {f"{name}.weight": module for name, module in base.named_modules()
-                   if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight")}
-    for name, tensor in base.state_dict(keep_vars=False).items():
-        if ".lora_" in name or "lora_magnitude_vector" in name:
-            continue
-        name = name.replace(".base_layer.", ".")
-        tensor = tensor.detach()
-        if name in lora_layers:
-            delta = _lora_delta(lora_layers.pop(name))
-            if delta is not None:
-                tensor = tensor + delta.to(tensor.dtype)
-        yield name, tensor
-    unplaced = sorted(n for n, m in lora_layers.items() if _lora_delta(m) is not None)
-    if unplaced:  # vLLM would keep a stale weight for these
-        raise ConfigError(f"peft: cannot place merged LoRA weights {unplaced[:3]} in the checkpoint names")
-
-
-def policy_weights_for_vllm(model) -> dict:
-    """``iter_policy_weights`` as a dict (every merged LoRA weight held at once)."""
-    return dict(iter_policy_weights(model))
-
-
-class VLLMRolloutEngine:
-    """A vLLM engine that samples PPO rollouts from a copy of the policy.
-
-    The engine starts from the policy's config and tokenizer only (``load_format=dummy``: no checkpoint is
-    read) and gets every weight from ``sync``, which runs before the first rollout of every PPO step. It runs
-    in this process (``in_process``), so a sync passes the policy's tensors by reference and the cost is one
-    copy into vLLM's parameters: the model's size per step (7B in bf16: ~13.5 GB; under LoRA the merged
-    weights are made one layer at a time). Worker processes (``in_process=false`` or tensor parallelism) read
-    the weights from a safetensors file written for each sync: a disk write and read of the model per step.
-    """
-
-    def __init__(self, policy, tokenizer, *, dtype: Any = "auto", gpu_memory_utilization: float = 0.3,
-                 tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = True,
-                 in_process: bool = True, seed: int = 0, engine_kwargs: dict | None = None):
-        key = "rl.vllm"
-        _check_engine_settings(tensor_parallel_size, gpu_memory_utilization, max_model_len, key)
-        engine_dtype = vllm_dtype(dtype, f"{key}.dtype")
-        vllm = import_vllm(key)
-        self._vllm = vllm
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-        if engine_dtype == "auto":
-            # the policy's own dtype: the engine samples what the policy would sample
-            engine_dtype = str(next(base.parameters()).dtype).removeprefix("torch.")
-        # config.json, generation_config.json and the tokenizer are all vLLM needs to build the model.
-        self._dir = Path(tempfile.mkdtemp(prefix="selfdebug-vllm-policy-"))
-        base.config.save_pretrained(self._dir)
-        if getattr(base, "generation_config", None) is not None:
-            base.generation_config.save_pretrained(self._dir)
-        tokenizer.save_pretrained(self._dir)
-        self._by_reference = bool(in_process) and tensor_parallel_size == 1
-        if not self._by_reference:
-            self._write_weights(policy)  # worker processes reload from this file, so it must exist from the start
-        _engine_env(in_process, vllm)
-        try:
-            self.llm = _start_engine(
-                vllm, key, model=str(self._dir), tokenizer=str(self._dir), dtype=engine_dtype,
-                load_format="dummy" if self._by_reference else "safetensors",
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=float(gpu_memory_utilization), max_model_len=max_model_len,
-                enforce_eager=bool(enforce_eager), seed=int(seed), skip_tokenizer_init=True,
-                **(engine_kwargs or {}))
-        except BaseException:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise
-        self.syncs = 0
-        self.bytes_per_sync = 0
-
-    def _write_weights(self, policy) -> int:
-        from safetensors.torch import save_file
-
-        weights = {name: t.contiguous() for name, t in iter_policy_weights(policy)}
-        save_file(weights, str(self._dir / "model.safetensors"))
-        return sum(t.numel() * t.element_size() for t in weights.values())
-
-    def sync(self, policy) -> None:
-        """Send ``policy``'s current weights to every worker and forget KV blocks computed with the old ones.
-
-        Each worker runs vLLM's in-place ``reload_weights`` (checkpoint format): the model's own ``load_weights``
-        maps Hugging Face names onto vLLM's fused layers (qkv_proj, gate_up_proj), shards them under tensor
-        parallelism, and redoes the kernel-specific repacking that followed the first load."""
-        if self._by_reference:
-            # One worker in this process: it takes the iterator itself (one merged LoRA layer alive at a time).
-            sent = [0]
-
-            def counted():
-                for name, tensor in iter_policy_weights(policy):
-                    sent[0] += tensor.numel() * tensor.element_size()
-                    yield name, tensor
-
-            self.llm.collective_rpc("reload_weights",
-                                    kwargs={"weights_iterator": counted(), "is_checkpoint_format": True})
-            self.bytes_per_sync = sent[0]
-        else:
-            # Worker processes: tensors do not survive collective_rpc's serialization, so the weights go through
-            # a safetensors file that every worker reloads (vLLM's reload from the model path).
-            self.bytes_per_sync = self._write_weights(policy)
-            self.llm.collective_rpc("reload_weights",
-                                    kwargs={"weights_path": str(self._dir), "is_checkpoint_format": True})
-        self.llm.reset_prefix_cache()
-        self.syncs += 1
-
-    def generate(self, prompts: Sequence[Sequence[int]], *, temperature: float, top_p: float, max_new_tokens: int,
-                 stop_ids: Iterable[int], seed: int, return_logprobs: bool = False):
-        """One sampled response per prompt: token ids, the stop token kept when one ended it (the policy learns
-        to stop from it). ``return_logprobs``: also vLLM's log-prob of each sampled token (a diagnostic only)."""
-        stop_ids = sorted(int(t) for t in stop_ids)
-        sampling = [self._vllm.SamplingParams(
-            n=1, temperature=float(temperature), top_p=float(top_p), top_k=0, max_tokens=int(max_new_tokens),
-            stop_token_ids=stop_ids, detokenize=False, seed=s, logprobs=0 if return_logprobs else None)
-            for s in request_seeds(seed, len(prompts), 1)]
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sampling, use_tqdm=False)
-        ids_out, logprobs_out = [], []
-        for o in outputs:
-            c = o.outputs[0]
-            ids = list(c.token_ids)
-            if isinstance(c.stop_reason, int) and (not ids or ids[-1] != c.stop_reason):
-                ids.append(int(c.stop_reason))
-            ids_out.append(ids)
-            if return_logprobs:
-                logprobs_out.append([step[t].logprob for step, t in zip(c.logprobs, c.token_ids)])
-        return (ids_out, logprobs_out) if return_logprobs else ids_out
-
-    def close(self) -> None:
-        llm, self.llm = getattr(self, "llm", None), None
-        _shutdown(llm)
-        shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------------------------ PPO hooks
-
-ROLLOUT_KEYS = ("dtype", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager",
-                "in_process", "engine_kwargs")
-
-
-def check_rollout_settings(settings) -> None:
-    """``rl.rollout_engine=vllm`` with the rest of the ``rl`` block: checked before any model is loaded."""
-    if settings.offline:
-        raise ConfigError("rl.rollout_engine=vllm samples the policy, but rl.offline=true scores the collected "
-                          "answers and samples nothing; set rl.offline=false or rl.rollout_engine=hf")
-    if settings.rollout_logprobs != "recompute":
-        raise ConfigError("rl.rollout_engine=vllm needs rl.rollout_logprobs=recompute: vLLM's log-probs come "
-                          "from other kernels than the training model's, so the policy scores the rollouts again")
-    engine = settings.vllm
-    if not isinstance(engine, dict):
-        raise ConfigError(f"rl.vllm: must be a mapping of engine settings ({', '.join(ROLLOUT_KEYS)}), got {engine!r}")
-    unknown = sorted(set(engine) - set(ROLLOUT_KEYS))
-    if unknown:
-        raise ConfigError(f"rl.vllm.{unknown[0]}: no such engine setting; expected one of {', '.join(ROLLOUT_KEYS)}")
-    _check_engine_settings(engine.get("tensor_parallel_size", 1), engine.get("gpu_memory_utilization", 0.3),
-                           engine.get("max_model_len"), "rl.vllm")
-    if engine.get("max_model_len") is not None and int(engine["max_model_len"]) < settings.max_prompt_length + 1:
-        raise ConfigError(f"rl.vllm.max_model_len = {engine['max_model_len']} is shorter than rl.max_prompt_length "
-                          f"= {settings.max_prompt_length} + a response; raise it or set it to null")
-    vllm_dtype(engine.get("dtype", "auto"), "rl.vllm.dtype")
-    import_vllm("rl.rollout_engine=vllm")
-
-
-def vllm_rollout(module, prompts: list[list[int]]) -> list[list[int]]:
-    """``PPOModule.generate`` with ``rl.rollout_engine=vllm``: sampled response ids per prompt.
-
-    The engine starts at the first rollout and gets the policy's weights at the first rollout of every PPO
-    step (the weights change only in the update, between steps). The request seeds come from the step's
-    seeded torch RNG, so a resumed run samples what an uninterrupted one would.
-    """
-    import torch
-
-    s = module.settings
-    engine = module.__dict__.get("_vllm_engine")
-    if engine is None:
-        trainer = getattr(module, "_trainer", None)
-        if trainer is not None and trainer.world_size > 1:
-            raise ConfigError(f"rl.rollout_engine=vllm runs one engine beside one training process; with "
-                              f"{trainer.world_size} ranks (trainer.devices) use rl.rollout_engine=hf: one engine "
-                              "per rank and weights gathered from FSDP/DeepSpeed shards are not implemented")
-        kwargs = dict(s.vllm)
-        # The longest sequence a rollout makes: the KV cache is sized for it, not for the model's whole context.
-        if kwargs.get("max_model_len") is None:
-            kwargs["max_model_len"] = s.max_prompt_length + s.max_new_tokens
-        engine = module._vllm_engine = VLLMRolloutEngine(module.policy, module.tokenizer, seed=module.seed, **kwargs)
-        module._vllm_synced_step = None
-    if module._vllm_synced_step != module.ppo_step:
-        engine.sync(module.policy)
-        module._vllm_synced_step = module.ppo_step
-    seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    return engine.generate(prompts, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                           stop_ids=module.stop_ids, seed=seed)
-
-
-def close_rollout_engine(module) -> None:
-    engine = module.__dict__.pop("_vllm_engine", None)
-    if engine is not None:
-        engine.close()

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.core.prompts import initial_messages, refine_messages, render_chat
 from selfdebug.execution import TestSuite
 from selfdebug.problems import Problem, iter_records
-from selfdebug.core.prompts import initial_messages, refine_messages, render_chat
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from selfdebug.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # The entry points Lightning may re-run, one process per device.
-ENTRY_POINTS = ("selfdebug.train", "selfdebug.train.rl.stage")
+ENTRY_POINTS = ("selfdebug.train.__main__", "selfdebug.train.app")
 _FSDP2 = "ModelParallelStrategy"
 _KINDS = {"DDPStrategy": "ddp", _FSDP2: "fsdp", "DeepSpeedStrategy": "deepspeed", "FSDPStrategy": "fsdp1"}
 # Strategies given by Lightning's name; the others need settings only the conf/trainer files carry.

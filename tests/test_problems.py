@@ -459,8 +459,8 @@ def test_unknown_benchmark_lists_names():
     with pytest.raises(ConfigError) as info:
         load_benchmark("nosuch")
     assert all(name in str(info.value) for name in BENCHMARKS)
-    assert set(BENCHMARKS) == {"humaneval", "mbpp", "mbpp_sanitized", "mbpp_plus", "humaneval_plus", "apps",
-                               "codecontests"}
+    assert set(BENCHMARKS) == {"humaneval", "humanevalfix", "mbpp", "mbpp_sanitized", "mbpp_plus", "humaneval_plus",
+                               "apps", "codecontests"}
 
 
 def test_unknown_option():
@@ -591,6 +591,32 @@ def test_humanevalpack_fields():
         kinds[q.metadata["bug_type"]] = kinds.get(q.metadata["bug_type"], 0) + 1
     assert kinds == {"value misuse": 44, "missing logic": 33, "excess logic": 31, "operator misuse": 25,
                      "variable misuse": 23, "function misuse": 8}
+
+
+def test_humanevalfix_gives_the_buggy_program_and_only_the_example_tests_for_feedback():
+    pack = load_benchmark("humanevalfix")
+    assert [p.task_id for p in pack] == [p.task_id for p in load_benchmark("humanevalpack")]
+    p = pack[0]
+    assert p.given_program == p.metadata["buggy_program"] and "distance = elem - elem2" in p.given_program
+    assert p.feedback_tests.asserts == p.tests_shown and p.feedback_tests.setup.strip()
+    assert len(p.feedback_tests.asserts) < len(p.tests.asserts)
+    assert not set(p.feedback_tests.asserts) & set(p.tests.asserts) - set(p.tests_shown)
+    assert all(p.given_program and p.feedback_tests is not None for p in pack)
+    # Seven tasks show no example tests: their feedback suite is empty, never the hidden test.
+    assert sorted(int(p.task_id.split("/")[1]) for p in pack if p.feedback_tests.n_tests == 0) == [
+        38, 41, 50, 83, 84, 119, 160]
+    assert all(p.given_program is None and p.feedback_tests is None for p in load_humaneval()[:5])
+
+
+def test_humanevalfix_example_tests_run_in_the_sandbox():
+    from selfdebug.execution import Sandbox
+
+    pack = [p for p in load_humanevalpack()[:12] if p.feedback_tests.n_tests]
+    with Sandbox(timeout=5.0) as sandbox:
+        fixed = sandbox.run_batch([(p.reference, p.feedback_tests) for p in pack])
+        buggy = sandbox.run_batch([(p.given_program, p.feedback_tests) for p in pack])
+    assert all(v.passed for v in fixed), [v.feedback for v in fixed if not v.passed]
+    assert not buggy[0].passed and "has_close_elements([1.0, 2.0, 3.0], 0.5)" in buggy[0].feedback
 
 
 @pytest.mark.slow

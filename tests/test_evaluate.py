@@ -226,7 +226,10 @@ def test_mbpp_mutants_are_deterministic_for_a_seed_and_all_fail(tmp_path):
     one = load_mbpp_mutants(limit=8, seed=0, cache_dir=str(tmp_path / "one"))
     two = load_mbpp_mutants(limit=8, seed=0, cache_dir=str(tmp_path / "two"))
     other = load_mbpp_mutants(limit=8, seed=1, cache_dir=str(tmp_path / "one"))
-    key = lambda ps: [(p.task_id, p.given_program, p.metadata["bug_type"]) for p in ps]  # noqa: E731
+
+    def key(ps):
+        return [(p.task_id, p.given_program, p.metadata["bug_type"]) for p in ps]
+
     assert key(one) == key(two) and key(one) != key(other)
     assert [p.task_id for p in one][:2] == ["MBPP/11/mutant-0", "MBPP/12/mutant-0"]
     assert all(p.given_program != canonical(p.reference) and p.source == "mbpp_mutants" for p in one)

@@ -80,7 +80,8 @@ def load_mbpp_mutants(path: str | None = None, hub_id: str | None = None, hub_co
         sources = sources[:settings.limit]
     if not sources:
         raise DataError(f"mbpp_mutants: no MBPP tasks in split {split!r} of the source data")
-    cache_file = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / f"mbpp_mutants-{cache_key(settings, sources, sandbox_config)}.json"
+    key = cache_key(settings, sources, sandbox_config)
+    cache_file = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / f"mbpp_mutants-{key}.json"
     if cache_file.exists():
         payload = _read_cache(cache_file)
         log.info("mbpp_mutants: %d mutants from the cache %s", len(payload["mutants"]), cache_file)

@@ -647,7 +647,7 @@ with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
     counts["few_shot"] = len(hydra.utils.instantiate(cfg.data.few_shot))
     for name, loader in cfg.decontamination.against.items():
         counts["against." + name] = len(hydra.utils.instantiate(loader))
-    for bench in ("humaneval", "mbpp", "mbpp_plus", "mbpp_sanitized"):
+    for bench in ("humaneval", "mbpp", "mbpp_plus", "mbpp_sanitized", "humanevalfix"):
         cfg = compose("evaluate", overrides=["+exp=eval_quickstart", f"benchmark={bench}"])
         counts["benchmark." + bench] = len(hydra.utils.instantiate(cfg.benchmark.loader))
 print(json.dumps(counts))
@@ -674,7 +674,7 @@ def test_quickstart_data_resolves_from_a_copy_with_no_shared_folder(tmp_path):
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts == {"data.mbpp": 374, "few_shot": 10, "against.humaneval": 164, "against.mbpp_test": 500,
                       "benchmark.humaneval": 164, "benchmark.mbpp": 500, "benchmark.mbpp_plus": 399,
-                      "benchmark.mbpp_sanitized": 257}
+                      "benchmark.mbpp_sanitized": 257, "benchmark.humanevalfix": 164}
 
 
 def test_sandbox_helpers_are_python_files_inserted_without_their_header():

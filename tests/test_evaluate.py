@@ -7,11 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from selfdebug.problems import load_humaneval
+from selfdebug.problems import load_humaneval, load_humanevalpack
 from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 
@@ -167,3 +168,147 @@ def test_model_path_that_does_not_exist(tmp_path):
                     "logger=none")
     assert_clean_failure(proc, tmp_path, r"model\.name_or_path")
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ repair benchmarks
+
+def test_humanevalfix_reference_repairs_every_given_program(tmp_path):
+    # Python/0: fails its examples; Python/32: passes them but fails the hidden test; Python/38: shows none.
+    ids = ["Python/0", "Python/32", "Python/38", "Python/1"]
+    proc = evaluate(tmp_path, "benchmark=humanevalfix", "model=reference", "n_samples=2", "rounds=1", "ks=[1,2]",
+                    "logger=none", f"task_ids=[{','.join(ids)}]")
+    assert proc.returncode == 0, proc.stderr
+    res = results(tmp_path)
+    assert res["start"] == "given" and res["n_problems"] == 4 and res["initial_wrong"] == 8
+    assert [(r["round"], r["pass@1"]["value"], r["pass@2"]["value"]) for r in res["rounds"]] == [
+        (0, 0.0, 0.0), (1, 100.0, 100.0)]
+    pack = {p.task_id: p for p in load_humanevalpack()}
+    kinds = Counter(pack[t].metadata["bug_type"] for t in ids)
+    assert {k: e["n_problems"] for k, e in res["by_bug_type"].items()} == kinds and len(kinds) > 1
+    for entry in res["by_bug_type"].values():
+        assert [r["pass@1"]["value"] for r in entry["rounds"]] == [0.0, 100.0]
+    rows = samples(tmp_path)
+    first = {r["task_id"]: r for r in rows if r["round"] == 0}
+    assert sorted((r["task_id"], r["sample_index"]) for r in rows if r["round"] == 0) == sorted(
+        (t, i) for t in ids for i in range(2))
+    for t, row in first.items():
+        assert row["solution"] == pack[t].given_program and not row["passed"]
+        hidden = set(pack[t].tests.asserts) - set(pack[t].tests_shown)
+        assert not any(a.strip() in row["feedback"] for a in hidden), (t, row["feedback"])
+    assert "has_close_elements([1.0, 2.0, 3.0], 0.5)" in first["Python/0"]["feedback"]
+    assert "passes the 2 example tests shown, but it is wrong" in first["Python/32"]["feedback"]
+    assert first["Python/38"]["feedback"].startswith("No tests are shown")
+
+
+def test_mbpp_mutants_reference_repairs_every_mutant_and_the_build_is_cached(tmp_path):
+    cache = tmp_path / "cache"
+    args = ("benchmark=mbpp_mutants", "model=reference", "n_samples=2", "rounds=2", "ks=[1]", "logger=none",
+            "limit=4", f"benchmark.loader.cache_dir={cache}")
+    proc = evaluate(tmp_path / "a", *args)
+    assert proc.returncode == 0, proc.stderr
+    res = results(tmp_path / "a")
+    assert res["start"] == "given" and res["n_problems"] == 4
+    assert [r["pass@1"]["value"] for r in res["rounds"]] == [0.0, 100.0, 100.0]
+    assert res["rounds"][2]["n_programs"] == 0  # nothing is left to refine after round 1
+    from selfdebug.collect.teachers.mutation import OPERATORS
+
+    assert set(res["by_bug_type"]) <= set(OPERATORS) and res["by_bug_type"]
+    assert len(list(cache.glob("mbpp_mutants-*.json"))) == 1 and "built 4 mutants" in proc.stdout + proc.stderr
+    proc = evaluate(tmp_path / "b", *args)
+    assert proc.returncode == 0 and "from the cache" in proc.stdout + proc.stderr, proc.stderr
+    assert samples(tmp_path / "a") == samples(tmp_path / "b")
+
+
+def test_mbpp_mutants_are_deterministic_for_a_seed_and_all_fail(tmp_path):
+    from selfdebug.collect.teachers.mutation import canonical
+    from selfdebug.evaluate.mutants import load_mbpp_mutants
+    from selfdebug.execution import Sandbox
+
+    one = load_mbpp_mutants(limit=8, seed=0, cache_dir=str(tmp_path / "one"))
+    two = load_mbpp_mutants(limit=8, seed=0, cache_dir=str(tmp_path / "two"))
+    other = load_mbpp_mutants(limit=8, seed=1, cache_dir=str(tmp_path / "one"))
+
+    def key(ps):
+        return [(p.task_id, p.given_program, p.metadata["bug_type"]) for p in ps]
+
+    assert key(one) == key(two) and key(one) != key(other)
+    assert [p.task_id for p in one][:2] == ["MBPP/11/mutant-0", "MBPP/12/mutant-0"]
+    assert all(p.given_program != canonical(p.reference) and p.source == "mbpp_mutants" for p in one)
+    assert all(p.tests_shown == p.tests.asserts and p.feedback_tests is None for p in one)
+    with Sandbox(timeout=5.0) as sandbox:
+        verdicts = sandbox.run_batch([(p.given_program, p.tests) for p in one])
+    assert not any(v.passed for v in verdicts)
+    two_each = load_mbpp_mutants(limit=3, seed=0, per_problem=2, cache_dir=str(tmp_path / "one"))
+    assert [p.task_id for p in two_each][:2] == ["MBPP/11/mutant-0", "MBPP/11/mutant-1"]
+    assert two_each[0].given_program == one[0].given_program  # the first failing draw is the same
+
+
+def test_repair_benchmark_configs_compose():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        fix = compose("evaluate", overrides=["benchmark=humanevalfix"])
+        mutants = compose("evaluate", overrides=["benchmark=mbpp_mutants", "limit=5", "sandbox.timeout=3"])
+        plain = compose("evaluate", overrides=["benchmark=humaneval"])
+    assert fix.start == "given" and mutants.start == "given" and plain.start == "sample"
+    assert fix.benchmark.loader._target_ == "selfdebug.problems.load_humanevalpack"
+    assert mutants.benchmark.loader._target_ == "selfdebug.evaluate.mutants.load_mbpp_mutants"
+    assert mutants.benchmark.loader.limit == 5 and mutants.benchmark.loader.sandbox.timeout == 3
+    assert mutants.benchmark.loader.split == "test" and mutants.benchmark.loader.per_problem == 1
+
+
+def test_tiny_model_refines_given_mutants(tmp_path, tiny_cache_dir):
+    proc = evaluate(tmp_path, "model=tiny", "benchmark=mbpp_mutants", "limit=2", "n_samples=2", "rounds=1", "ks=[1]",
+                    "sampling.max_new_tokens=16", f"model.generator.tiny_cache_dir={tiny_cache_dir}",
+                    f"benchmark.loader.cache_dir={tmp_path / 'cache'}", "logger=none")
+    assert proc.returncode == 0, proc.stderr
+    res = results(tmp_path)
+    assert res["rounds"][0]["pass@1"]["value"] == 0.0 and res["rounds"][1]["n_programs"] == 4
+
+
+def test_start_given_on_a_benchmark_without_wrong_programs(tmp_path):
+    proc = evaluate(tmp_path, "benchmark=humaneval", "start=given", "model=reference", "limit=2", "logger=none")
+    assert_clean_failure(proc, tmp_path, r"start = given: problem HumanEval/0 .*no given wrong program")
+    assert proc.returncode == 2
+
+
+def test_unknown_start(tmp_path):
+    proc = evaluate(tmp_path, "start=resume", "model=reference", "limit=1", "logger=none")
+    assert_clean_failure(proc, tmp_path, r"start = 'resume'")
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("benchmark.loader.per_problem=0", r"benchmark\.loader\.per_problem = 0"),
+    ("benchmark.loader.split=train", r"benchmark\.loader\.split = 'train': training data comes from it"),
+    ("benchmark.loader.operators=[nosuch]", r"benchmark\.loader\.operators: unknown mutation operator"),
+])
+def test_bad_mutant_settings(tmp_path, override, pattern):
+    proc = evaluate(tmp_path, "benchmark=mbpp_mutants", override, "model=reference", "limit=1", "logger=none",
+                    f"benchmark.loader.cache_dir={tmp_path / 'cache'}")
+    assert_clean_failure(proc, tmp_path, pattern)
+    assert proc.returncode == 2 and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_reference_repairs_all_of_humanevalfix(tmp_path):
+    proc = evaluate(tmp_path, "benchmark=humanevalfix", "model=reference", "n_samples=1", "rounds=1", "ks=[1]",
+                    "logger=none")
+    assert proc.returncode == 0, proc.stderr
+    res = results(tmp_path)
+    assert res["n_problems"] == 164 and [r["pass@1"]["value"] for r in res["rounds"]] == [0.0, 100.0]
+    assert {k: e["n_problems"] for k, e in res["by_bug_type"].items()} == {
+        "value misuse": 44, "missing logic": 33, "excess logic": 31, "operator misuse": 25, "variable misuse": 23,
+        "function misuse": 8}
+
+
+@pytest.mark.slow
+def test_full_mbpp_mutant_benchmark(tmp_path):
+    """Seed 0, one mutant per task: 499 of the 500 test tasks keep a failing mutant (MBPP/101's all pass)."""
+    from selfdebug.evaluate.mutants import load_mbpp_mutants
+
+    problems = load_mbpp_mutants(cache_dir=str(tmp_path))
+    payload = json.loads(next(tmp_path.glob("mbpp_mutants-*.json")).read_text())
+    assert len(problems) == payload["counts"]["kept"] >= 495
+    assert all(p.metadata["split"] == "test" and 11 <= p.metadata["mbpp_task_id"] <= 510 for p in problems)
+    assert len({p.metadata["source_task_id"] for p in problems}) == len(problems)

@@ -459,8 +459,8 @@ def test_unknown_benchmark_lists_names():
     with pytest.raises(ConfigError) as info:
         load_benchmark("nosuch")
     assert all(name in str(info.value) for name in BENCHMARKS)
-    assert set(BENCHMARKS) == {"humaneval", "mbpp", "mbpp_sanitized", "mbpp_plus", "humaneval_plus", "apps",
-                               "codecontests"}
+    assert set(BENCHMARKS) == {"humaneval", "humanevalfix", "mbpp", "mbpp_sanitized", "mbpp_plus", "humaneval_plus",
+                               "apps", "codecontests"}
 
 
 def test_unknown_option():
@@ -593,6 +593,32 @@ def test_humanevalpack_fields():
                      "variable misuse": 23, "function misuse": 8}
 
 
+def test_humanevalfix_gives_the_buggy_program_and_only_the_example_tests_for_feedback():
+    pack = load_benchmark("humanevalfix")
+    assert [p.task_id for p in pack] == [p.task_id for p in load_benchmark("humanevalpack")]
+    p = pack[0]
+    assert p.given_program == p.metadata["buggy_program"] and "distance = elem - elem2" in p.given_program
+    assert p.feedback_tests.asserts == p.tests_shown and p.feedback_tests.setup.strip()
+    assert len(p.feedback_tests.asserts) < len(p.tests.asserts)
+    assert not set(p.feedback_tests.asserts) & set(p.tests.asserts) - set(p.tests_shown)
+    assert all(p.given_program and p.feedback_tests is not None for p in pack)
+    # Seven tasks show no example tests: their feedback suite is empty, never the hidden test.
+    assert sorted(int(p.task_id.split("/")[1]) for p in pack if p.feedback_tests.n_tests == 0) == [
+        38, 41, 50, 83, 84, 119, 160]
+    assert all(p.given_program is None and p.feedback_tests is None for p in load_humaneval()[:5])
+
+
+def test_humanevalfix_example_tests_run_in_the_sandbox():
+    from selfdebug.execution import Sandbox
+
+    pack = [p for p in load_humanevalpack()[:12] if p.feedback_tests.n_tests]
+    with Sandbox(timeout=5.0) as sandbox:
+        fixed = sandbox.run_batch([(p.reference, p.feedback_tests) for p in pack])
+        buggy = sandbox.run_batch([(p.given_program, p.feedback_tests) for p in pack])
+    assert all(v.passed for v in fixed), [v.feedback for v in fixed if not v.passed]
+    assert not buggy[0].passed and "has_close_elements([1.0, 2.0, 3.0], 0.5)" in buggy[0].feedback
+
+
 QUICKSTART_DATA = r"""
 import json, sys
 from pathlib import Path
@@ -609,7 +635,7 @@ with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
     counts["few_shot"] = len(hydra.utils.instantiate(cfg.data.few_shot))
     for name, loader in cfg.decontamination.against.items():
         counts["against." + name] = len(hydra.utils.instantiate(loader))
-    for bench in ("humaneval", "mbpp", "mbpp_plus", "mbpp_sanitized"):
+    for bench in ("humaneval", "mbpp", "mbpp_plus", "mbpp_sanitized", "humanevalfix"):
         cfg = compose("evaluate", overrides=["+exp=eval_quickstart", f"benchmark={bench}"])
         counts["benchmark." + bench] = len(hydra.utils.instantiate(cfg.benchmark.loader))
 print(json.dumps(counts))
@@ -636,7 +662,7 @@ def test_quickstart_data_resolves_from_a_copy_with_no_shared_folder(tmp_path):
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts == {"data.mbpp": 374, "few_shot": 10, "against.humaneval": 164, "against.mbpp_test": 500,
                       "benchmark.humaneval": 164, "benchmark.mbpp": 500, "benchmark.mbpp_plus": 399,
-                      "benchmark.mbpp_sanitized": 257}
+                      "benchmark.mbpp_sanitized": 257, "benchmark.humanevalfix": 164}
 
 
 def test_sandbox_helpers_are_python_files_inserted_without_their_header():

@@ -60,3 +60,26 @@ def test_report_on_a_folder_without_runs_fails_clearly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path}"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "no run dirs" in proc.stderr
+
+
+def test_report_shows_repair_benchmarks_by_bug_type(tmp_path):
+    from tests.test_evaluate import evaluate
+
+    common = ("model=reference", "n_samples=1", "rounds=1", "ks=[1]", "logger=none")
+    proc = evaluate(tmp_path / "runs" / "fix", "benchmark=humanevalfix", "task_ids=[Python/0,Python/2]", *common)
+    assert proc.returncode == 0, proc.stderr
+    proc = evaluate(tmp_path / "runs" / "mutants", "benchmark=mbpp_mutants", "limit=2",
+                    f"benchmark.loader.cache_dir={tmp_path / 'cache'}", *common)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "## Repair benchmarks by bug type" in md
+    assert "| reference | explain_refine | humanevalfix | given | missing logic | 1 | 0.00 → 100.00 |" in md
+    assert "| reference | explain_refine | humanevalfix | given | excess logic | 1 | 0.00 → 100.00 |" in md
+    mutant_rows = [line for line in md.splitlines() if "| mbpp_mutants | given |" in line]
+    assert mutant_rows and all(line.endswith("| 0.00 → 100.00 |") for line in mutant_rows)
+    assert "| reference | explain_refine | humanevalfix | 0.00 | 100.00 |" in md  # Table 2 row
+    assert (out / "pass_by_round_mbpp_mutants.png").is_file()

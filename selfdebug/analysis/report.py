@@ -7,6 +7,7 @@ It reads every evaluation (``results.json``) and training run (``metrics.jsonl``
 
 - Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after refinement;
 - Table 4: success refinement rate;
+- repair benchmarks (``benchmark=humanevalfix|mbpp_mutants``): pass@1 by round per bug type;
 - explanation quality scored by the LLM judge (``judge=openai|hf``), correctness and helpfulness 1-5;
 - pass@k by refinement round per model (PNG), and reward terms and KL over training steps (PNG);
 - sweep summaries: runs that differ only in ``seed`` form a cell; mean and 95% confidence interval per cell.
@@ -91,6 +92,17 @@ def table4_rows(evals: list[dict]) -> list[list]:
         res = e["results"]
         rows.append([e["label"], e["mode"], e["benchmark"], res.get("initial_wrong", "-"),
                      f"{res.get('success_refinement_rate', 0.0):.2f}"])
+    return rows
+
+
+def bug_type_rows(evals: list[dict]) -> list[list]:
+    """Runs whose problems carry a bug type (the repair benchmarks): pass@1 at each round, per bug type."""
+    rows = []
+    for e in sorted(evals, key=lambda e: (e["benchmark"], e["label"], e["mode"])):
+        for bug_type, entry in sorted(e["results"].get("by_bug_type", {}).items()):
+            trail = " → ".join("-" if r.get("pass@1") is None else f"{r['pass@1']['value']:.2f}" for r in entry["rounds"])
+            rows.append([e["label"], e["mode"], e["benchmark"], e["results"].get("start", "sample"), bug_type,
+                         entry["n_problems"], trail])
     return rows
 
 
@@ -247,6 +259,7 @@ def _html_table(header: list[str], rows: list[list]) -> str:
 
 T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined", "pass@10 initial", "pass@10 refined", "rounds"]
 T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate (%)"]
+TB = ["model", "mode", "benchmark", "start", "bug type", "problems", "pass@1 by round (0 → R)"]
 TJ = ["model", "mode", "benchmark", "judge", "explanations scored", "unparsed", "correctness (1-5)",
       "helpfulness (1-5)"]
 SW = ["kind", "benchmark", "cell (overrides, seed excluded)", "metric", "seeds", "mean", "95% CI"]
@@ -262,6 +275,9 @@ def write_report(paths: list[Path], out: Path) -> dict:
     if evals:
         sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
         sections.append(("Success refinement rate (Table 4 layout)", T4, table4_rows(evals)))
+        by_bug = bug_type_rows(evals)
+        if by_bug:
+            sections.append(("Repair benchmarks by bug type", TB, by_bug))
         judged = judge_rows(evals)
         if judged:
             sections.append(("Explanation quality (LLM judge, mean [95% CI])", TJ, judged))

@@ -51,7 +51,7 @@ def settings_from_config(cfg: DictConfig):
                         sampling=SamplingParams(**OmegaConf.to_container(cfg.sampling, resolve=True)),
                         refine_sampling=SamplingParams(**OmegaConf.to_container(cfg.refine_sampling, resolve=True)),
                         ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
-                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed))
+                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed), start=str(cfg.start))
 
 
 def judge_from_config(cfg: DictConfig):
@@ -92,7 +92,7 @@ def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir:
 
 
 def run(cfg: DictConfig) -> dict:
-    from selfdebug.evaluate.protocol import run_self_debug, summarize
+    from selfdebug.evaluate.protocol import check_start, run_self_debug, summarize
     from selfdebug.execution import Sandbox, SandboxConfig
     from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
 
@@ -103,6 +103,7 @@ def run(cfg: DictConfig) -> dict:
     judge_setup = judge_from_config(cfg)
     sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
+    check_start(problems, settings)
     log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
              settings.n_samples, settings.rounds, settings.mode)
     generator = hydra.utils.instantiate(cfg.model.generator)

@@ -4,6 +4,12 @@ Per problem, ``n_samples`` initial programs are sampled and judged. Each wrong o
 feedback and one refinement (mode ``refine`` or ``explain_refine``); a program still wrong is refined again,
 up to ``rounds`` times. A sample counts as correct at round r if it passed at any round <= r, so pass@k per
 round is computed from the same n samples per problem with the unbiased estimator.
+
+``start`` says where round 0 comes from: ``sample`` (the model writes the initial programs) or ``given`` (a
+repair benchmark hands over a wrong program, ``Problem.given_program``; round 0 is that program for each of
+the n samples, judged once, and rounds 1..R are the model's refinements). A problem's ``feedback_tests``, when
+set, are the tests whose feedback the model sees (HumanEvalFix: the docstring examples); it is always judged
+on ``tests``. With ``bug_type`` in the problems' metadata, pass@k per round is also reported per bug type.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -21,12 +27,20 @@ from selfdebug.execution import Sandbox
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 from selfdebug.evaluate.passk import summarize_pass_at_k
 from selfdebug.problems import Problem
-from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion, refine_messages
+from selfdebug.core.prompts import (
+    ParsedCompletion,
+    assemble_program,
+    initial_messages,
+    parse_completion,
+    refine_messages,
+)
 from selfdebug.core.tracking import write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
 MODES = ("refine", "explain_refine")
+STARTS = ("sample", "given")
+NO_SHOWN_TESTS = "No tests are shown for this task, so the program was not run on any; it is wrong."
 
 
 @dataclass
@@ -40,10 +54,13 @@ class EvalSettings:
     n_resamples: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    start: str = "sample"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode = {self.mode!r}; choose one of {MODES}")
+        if self.start not in STARTS:
+            raise ConfigError(f"start = {self.start!r}; choose one of {STARTS} (a repair benchmark sets given)")
         if self.n_samples < 1:
             raise ConfigError(f"n_samples = {self.n_samples}; it must be at least 1")
         if self.rounds < 0:
@@ -55,18 +72,44 @@ class EvalSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _judge(problems_by_id, pending, completions, sandbox, round_index, progress) -> list[dict]:
-    """Parse, assemble and judge one completion per pending entry; returns the new sample rows."""
-    parsed = [parse_completion(text) for text in completions]
+def check_start(problems: list[Problem], settings: EvalSettings) -> None:
+    """start=given needs every problem to carry the wrong program it starts from."""
+    if settings.start == "given":
+        bare = [p.task_id for p in problems if not p.given_program]
+        if bare:
+            raise ConfigError(f"start = given: problem {bare[0]} ({len(bare)} in all) carries no given wrong program; "
+                              "use a repair benchmark (benchmark=humanevalfix or benchmark=mbpp_mutants) or start=sample")
+
+
+def _shown_feedback(problems_by_id, pending, programs, results, sandbox) -> list[str]:
+    """The feedback the model sees: from the problem's ``feedback_tests`` where it has them, else the judge's."""
+    feedback = [res.feedback for res in results]
+    jobs = [(i, problems_by_id[s["task_id"]].feedback_tests) for i, (s, prog, res)
+            in enumerate(zip(pending, programs, results)) if prog and not res.passed]
+    jobs = [(i, suite) for i, suite in jobs if suite is not None]
+    for i, suite in jobs:
+        if suite.n_tests == 0:
+            feedback[i] = NO_SHOWN_TESTS
+    runs = [(i, suite) for i, suite in jobs if suite.n_tests > 0]
+    for (i, suite), res in zip(runs, sandbox.run_batch([(programs[i], suite) for i, suite in runs])):
+        feedback[i] = res.feedback if not res.passed else (
+            f"The program passes the {suite.n_tests} example test{'s' * (suite.n_tests != 1)} shown, but it is wrong: "
+            "it fails hidden tests.")
+    return feedback
+
+
+def _judge(problems_by_id, pending, parsed, completions, sandbox, round_index, progress) -> list[dict]:
+    """Assemble and judge one parsed completion per pending entry; returns the new sample rows."""
     programs = [assemble_program(problems_by_id[s["task_id"]], p.code) if p.code is not None else None
                 for s, p in zip(pending, parsed)]
     results = sandbox.run_batch([(prog, problems_by_id[s["task_id"]].tests) for s, prog in zip(pending, programs)],
                                 progress=f"round {round_index}: judging" if progress else False)
+    feedback = _shown_feedback(problems_by_id, pending, programs, results, sandbox)
     rows = []
-    for s, text, p, prog, res in zip(pending, completions, parsed, programs, results):
+    for s, text, p, prog, res, fb in zip(pending, completions, parsed, programs, results, feedback):
         rows.append({"task_id": s["task_id"], "round": round_index, "sample_index": s["sample_index"],
                      "solution": prog or "", "passed": res.passed, "status": res.status,
-                     "n_passed": res.n_passed, "n_tests": res.n_tests, "feedback": res.feedback,
+                     "n_passed": res.n_passed, "n_tests": res.n_tests, "feedback": fb,
                      "explanation": p.explanation if round_index > 0 else None, "code": p.code,
                      "completion": text})
     return rows
@@ -79,6 +122,7 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
     a re-run with the same settings resumes after the last finished round."""
     if not problems:
         raise DataError("no problems to evaluate: the benchmark selection is empty")
+    check_start(problems, settings)
     by_id = {p.task_id: p for p in problems}
     fingerprint = settings.fingerprint(problems, generator.name)
     if checkpoint_dir is not None:
@@ -109,6 +153,8 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
 
 
 def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress) -> list[dict]:
+    if round_index == 0 and settings.start == "given":
+        return _given_round(problems, by_id, sandbox, settings, progress)
     if round_index == 0:
         params = replace(settings.sampling, n=settings.n_samples, seed=settings.seed)
         requests = [GenerationRequest(initial_messages(p), p) for p in problems]
@@ -125,7 +171,17 @@ def _run_round(round_index, problems, by_id, latest, generator, sandbox, setting
                     for r in pending]
         completions = [_exactly(texts, 1, generator)[0] for texts in generator.generate(requests, params)]
     log.info("round %d: judging %d programs", round_index, len(completions))
-    return _judge(by_id, pending, completions, sandbox, round_index, progress)
+    parsed = [parse_completion(text) for text in completions]
+    return _judge(by_id, pending, parsed, completions, sandbox, round_index, progress)
+
+
+def _given_round(problems, by_id, sandbox, settings, progress) -> list[dict]:
+    """Round 0 of a repair benchmark: each problem's given program, judged once, stands for all n samples."""
+    pending = [{"task_id": p.task_id, "sample_index": 0} for p in problems]
+    parsed = [ParsedCompletion(explanation="", code=p.given_program) for p in problems]
+    log.info("round 0: judging %d given programs", len(problems))
+    rows = _judge(by_id, pending, parsed, [p.given_program for p in problems], sandbox, 0, progress)
+    return [{**row, "sample_index": i} for row in rows for i in range(settings.n_samples)]
 
 
 def _exactly(texts: list[str], n: int, generator: Generator) -> list[str]:
@@ -159,8 +215,27 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
                 "cumulative_rate": 100 * fixed_by_now / initial_wrong if initial_wrong else 0.0}
         per_round.append(entry)
     final = per_round[-1]
-    return {"n_problems": len(problems), "n_samples": n, "mode": settings.mode, "rounds": per_round,
+    return {"n_problems": len(problems), "n_samples": n, "mode": settings.mode, "start": settings.start,
+            "rounds": per_round, "by_bug_type": _by_bug_type(problems, solved_at, settings),
             "initial_wrong": initial_wrong,
             "success_refinement_rate": final.get("refinement", {}).get("cumulative_rate", 0.0),
             "pass@k_initial": {k: v["value"] for k, v in per_round[0].items() if k.startswith("pass@")},
             "pass@k_final": {k: v["value"] for k, v in final.items() if k.startswith("pass@")}}
+
+
+def _by_bug_type(problems: list[Problem], solved_at: dict, settings: EvalSettings) -> dict:
+    """{bug_type: {"n_problems", "rounds": [{"round", "pass@k": ...}]}} for problems whose metadata has one."""
+    groups: dict[str, list[Problem]] = defaultdict(list)
+    for p in problems:
+        if p.metadata.get("bug_type"):
+            groups[str(p.metadata["bug_type"])].append(p)
+    n = settings.n_samples
+    out = {}
+    for bug_type, members in sorted(groups.items()):
+        rounds = []
+        for r in range(settings.rounds + 1):
+            counts = [(n, sum(1 for i in range(n) if solved_at.get((p.task_id, i), 1 << 30) <= r)) for p in members]
+            rounds.append({"round": r, **summarize_pass_at_k(counts, settings.ks, settings.n_resamples,
+                                                             settings.confidence, settings.seed)})
+        out[bug_type] = {"n_problems": len(members), "rounds": rounds}
+    return out

@@ -16,8 +16,9 @@ def load_humanevalpack(path: str | os.PathLike | None = None, hub_id: str | None
     """HumanEvalPack's Python split (OctoPack): HumanEval with one human-written bug per task.
 
     Each problem is HumanEval's, judged on the full ``test``; ``metadata["buggy_program"]`` is the wrong
-    program ``declaration + buggy_solution`` and ``bug_type`` its kind. ``tests_shown`` are the docstring
-    examples (``example_test``), the tests a model may see. ``path`` defaults to the packaged file;
+    program ``declaration + buggy_solution`` (also ``given_program``, the start of the repair benchmark) and
+    ``bug_type`` its kind. ``tests_shown`` are the docstring examples (``example_test``), the tests a model may
+    see; ``feedback_tests`` runs them, so execution feedback never quotes the hidden test. ``path`` defaults to the packaged file;
     ``hub_id`` (``bigcode/humanevalpack``, ``hub_config`` ``python``) reads the hub instead.
     """
     problems = []
@@ -31,10 +32,12 @@ def load_humanevalpack(path: str | os.PathLike | None = None, hub_id: str | None
         split = split_humaneval_check(test, entry)
         setup, asserts = split if split is not None else (test, (f"check({entry})",))
         example = split_humaneval_check(_without_check_call(rec.get("example_test") or "", entry), entry)
+        # The docstring examples are all the model may run; 7 tasks have none (an empty suite, not the hidden test).
+        shown = TestSuite(kind="assert", setup=example[0], asserts=example[1]) if example else TestSuite(kind="assert")
         problems.append(Problem(
             task_id=task_id, source="humanevalfix", prompt=prompt, entry_point=entry, starter_code=prompt,
             tests=TestSuite(kind="assert", setup=setup, asserts=asserts), reference=declaration + solution,
-            tests_shown=example[1] if example else (),
+            tests_shown=shown.asserts, given_program=declaration + buggy, feedback_tests=shown,
             metadata={"buggy_program": declaration + buggy, "bug_type": rec.get("bug_type") or "",
                       "failure_symptoms": rec.get("failure_symptoms") or "", "check_split": split is not None},
         ))

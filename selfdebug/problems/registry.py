@@ -10,11 +10,13 @@ from selfdebug.problems.apps import load_apps
 from selfdebug.problems.codecontests import load_codecontests
 from selfdebug.problems.evalplus import load_evalplus
 from selfdebug.problems.humaneval import load_humaneval
+from selfdebug.problems.humanevalpack import load_humanevalpack
 from selfdebug.problems.mbpp import load_mbpp
 from selfdebug.problems.problem import Problem
 
 _REGISTRY: dict[str, tuple[Callable[..., list[Problem]], dict]] = {
     "humaneval": (load_humaneval, {}),
+    "humanevalfix": (load_humanevalpack, {}),
     "mbpp": (load_mbpp, {"sanitized": False}),
     "mbpp_sanitized": (load_mbpp, {"sanitized": True}),
     "mbpp_plus": (load_evalplus, {"name": "mbpp_plus"}),
@@ -24,7 +26,8 @@ _REGISTRY: dict[str, tuple[Callable[..., list[Problem]], dict]] = {
 }
 BENCHMARKS: tuple[str, ...] = tuple(_REGISTRY)
 _ALIASES = {"human_eval": "humaneval", "mbpp+": "mbpp_plus", "humaneval+": "humaneval_plus",
-            "code_contests": "codecontests", "sanitized_mbpp": "mbpp_sanitized"}
+            "code_contests": "codecontests", "sanitized_mbpp": "mbpp_sanitized",
+            "humanevalpack": "humanevalfix", "humaneval_fix": "humanevalfix"}
 
 
 def load_benchmark(name: str, *, limit: int | None = None, task_ids: Iterable[str] | None = None,

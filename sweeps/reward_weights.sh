@@ -6,10 +6,9 @@
 #   sweeps/reward_weights.sh                                  # the tiny quickstart (CPU, minutes)
 #   EXP=rl_7b sweeps/reward_weights.sh rl.sft_checkpoint=outputs/train/sft/codellama_7b/<time>/model
 #
-# Extra arguments are passed to every run. ENTRY=selfdebug.train.rl.stage runs the RL entry point directly.
+# Extra arguments are passed to every run.
 set -euo pipefail
 EXP=${EXP:-rl_quickstart}
-ENTRY=${ENTRY:-selfdebug.train}
 DIR=${DIR:-multirun/rl/reward_weights/$(date +%Y-%m-%d_%H-%M-%S)}
-python -m "$ENTRY" --multirun +exp="$EXP" reward.weights.explanation=0,0.5,1 seed=1,2,3 hydra.sweep.dir="$DIR" "$@"
+python -m selfdebug.train --multirun +exp="$EXP" reward.weights.explanation=0,0.5,1 seed=1,2,3 hydra.sweep.dir="$DIR" "$@"
 python -m selfdebug.sweep_summary sweep_dir="$DIR"

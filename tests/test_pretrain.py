@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -198,7 +197,7 @@ def test_packing_and_the_step_stream_mix_and_resume():
 
     code = torch.arange(40 * 4).view(40, 4) + 10
     chat = torch.arange(10 * 4).view(10, 4) + 1000
-    kw = dict(batch_size=8, micro_batch_size=4, repair_fraction=0.25, total_steps=12, pad_id=0, seed=3)
+    kw = {"batch_size": 8, "micro_batch_size": 4, "repair_fraction": 0.25, "total_steps": 12, "pad_id": 0, "seed": 3}
     stream = PackedSteps(code, chat, chat.clone(), **kw)
     step = stream.batch(5)
     rows = torch.cat([mb["input_ids"] for mb in step])

@@ -183,6 +183,51 @@ def test_log_probs_kept_from_sampling_match_a_forward_pass(tiny_cache_dir):
         assert torch.allclose(values[i, :n], exact_v[i, :n], atol=1e-4)
 
 
+def test_lambda_one_carries_the_code_reward_to_the_explanation_tokens(tiny_lm):
+    """The paper's advantage (GAE with lambda 1, gamma 0.99) on a real rollout of the tiny model: with the
+    value head near zero, every explanation token's advantage has the sign of R_code, which lands on the final
+    token only; TRL's lambda 0.95 leaves them a small fraction of it."""
+    from selfdebug.core.prompts import refine_messages, render_chat
+    from selfdebug.rewards import place_rewards_batch
+    from selfdebug.train.data import answer_text, record_problem
+    from selfdebug.train.model import stop_token_ids
+    from selfdebug.train.rl.model import ValueHead, hidden_size_of, response_scores
+    from selfdebug.train.rl.ppo_math import gae, kl_estimate
+    from selfdebug.train.rl.tokens import left_pad, read_response, right_pad
+
+    model, tok = tiny_lm
+    rec = toy_record(0, 0)
+    prompt = render_chat(refine_messages(record_problem(rec), rec["wrong_code"], rec["feedback"], "explain_refine"),
+                         tok, add_generation_prompt=True)
+    explanation = " ".join([EXPLANATION] * 12)  # a long explanation: the code reward is far from its tokens
+    stop = set(stop_token_ids(tok, model))
+    ids = tok(answer_text("x = 1\n", explanation), add_special_tokens=False)["input_ids"] + [min(stop)]
+    response = read_response(tok, ids, stop, ("<|end|>",), explained=True)
+    end = response.explanation_end
+    assert end is not None and end > 100 and len(response.ids) - end > 5
+    query, query_mask = left_pad([tok(prompt)["input_ids"]] * 2, tok.pad_token_id)
+    resp, resp_mask = right_pad([response.ids] * 2, tok.pad_token_id)
+    torch.manual_seed(0)
+    head = ValueHead(hidden_size_of(model), init_std=1e-3)
+    with torch.no_grad():
+        logprobs, values, _ = response_scores(model, query, query_mask, resp, resp_mask, 1.0, head)
+    assert values.abs().max() < 0.05  # near zero, not exactly
+    kl = kl_estimate(logprobs, logprobs.clone()) * resp_mask  # the policy is still the reference
+    r_code = torch.tensor([3.8, -5.0])  # the best fix's R_code, and the worst
+    rewards = place_rewards_batch(resp_mask.sum(1), [end, end], torch.zeros(2), r_code, kl=kl, kl_coef=0.2)
+    advantages = {lam: gae(rewards, values, resp_mask, 0.99, lam)[0] for lam in (1.0, 0.95)}
+    explaining = advantages[1.0][:, :end + 1]
+    assert (explaining[0] > 0).all() and (explaining[1] < 0).all()
+    # Each explanation token gets R_code * 0.99^(distance to the last token), less its own value.
+    last = int(resp_mask.sum(1)[0]) - 1
+    expected = r_code[:, None] * 0.99 ** (last - torch.arange(end + 1))[None, :] - values[:, :end + 1]
+    torch.testing.assert_close(explaining, expected, atol=1e-4, rtol=1e-4)
+    # lambda 0.95: (0.99 * 0.95)^distance, so the explanation's first tokens get almost nothing.
+    first = advantages[0.95][:, 0].abs() / explaining[:, 0].abs()
+    share = advantages[0.95][:, :end + 1].abs().mean() / explaining.abs().mean()
+    assert (first < 0.01).all() and share < 0.25, (first, share)
+
+
 def test_prompt_stream_is_seeded_and_resumable():
     from selfdebug.train.rl.data import PromptStream
 
@@ -215,11 +260,19 @@ def test_settings_are_checked():
         PPOSettings(kl_control="pid")
     with pytest.raises(ConfigError, match="rl.mode"):
         PPOSettings(mode="explain")
+    assert PPOSettings(mode="mixed").mode == "mixed"
+    with pytest.raises(ConfigError, match="rl.code_from = raw"):
+        PPOSettings(mode="mixed", code_from="raw")
+    with pytest.raises(ConfigError, match="rl.sources"):
+        PPOSettings(sources=[])
+    with pytest.raises(ConfigError, match="rl.sources"):
+        PPOSettings(sources="mbpp")
     with pytest.raises(ConfigError, match="rl.bogus"):
         settings_from(PPOSettings, {"bogus": 1}, "rl")
 
 
-@pytest.mark.parametrize("exp", ["rl_quickstart", "rl_7b", "rl_13b", "rl_starcoder_15b"])
+@pytest.mark.parametrize("exp", ["rl_quickstart", "rl_7b", "rl_13b", "rl_starcoder_15b", "rl_7b_lora", "rl_13b_lora",
+                                 "rl_starcoder_15b_lora"])
 def test_every_rl_experiment_composes(exp):
     from omegaconf import OmegaConf
 
@@ -231,9 +284,106 @@ def test_every_rl_experiment_composes(exp):
     assert cfg.stage == "rl" and cfg.reward.name == "ledex" and cfg.sandbox.timeout > 0
     settings = settings_from(PPOSettings, cfg.rl, "rl")
     assert settings.gamma == 0.99
+    if exp == "rl_quickstart":
+        assert settings.mode == "explain_refine" and settings.lam == 0.95 and settings.sources is None
+    elif exp.endswith("_lora"):  # the named one-GPU deviation: LoRA at 10x the paper's lr
+        assert settings.lr == 2e-5 and settings.batch_size == 64 and cfg.peft.enabled and cfg.trainer.devices == 1
+    else:  # the paper's: full weights, FSDP over 8 GPUs
+        assert settings.lr == 2e-6 and settings.batch_size == 64 and not cfg.peft.enabled
+        assert cfg.trainer.devices == 8 and cfg.trainer.strategy._target_.endswith("ModelParallelStrategy")
     if exp != "rl_quickstart":
-        assert settings.lr == 2e-6 and settings.batch_size == 64 and cfg.peft.enabled
+        assert settings.mode == "mixed" and settings.lam == 1.0 and settings.sources == ["mbpp", "apps"]
+        assert settings.require_reference and cfg.reward.fallback == "error"
     CompositeReward(**{k: v for k, v in OmegaConf.to_container(cfg.reward).items() if k != "_target_"})
+
+
+# ------------------------------------------------------------------------------------------------ RL data
+
+def sourced_records() -> list[dict]:
+    """Toy wrong programs of three sources; apps/5 and codecontests/8 have no verified refinement."""
+    out = []
+    for i, source in enumerate(["mbpp"] * 4 + ["apps"] * 3 + ["codecontests"] * 2):
+        rec = toy_record(i, WRONG_DIGITS[i])
+        rec.update(source=source, problem_id=f"{source}/{i}", wrong_id=f"{source}-wrong-{i}")
+        if i in (5, 8):
+            rec.update(verdict="wrong", status="failed", n_passed=0, refinement="x = 7\n")
+        out.append(rec)
+    return out
+
+
+def test_mixed_mode_is_half_each_seeded_and_rendered_per_format(tiny_lm):
+    from selfdebug.train.rl.data import assign_modes, build_items
+
+    _, tok = tiny_lm
+    records = [("toy", r) for r in sourced_records()]
+    items, counts = build_items(records, tok, "mixed", False, 4096, seed=3)
+    modes = [it.mode for it in items]
+    assert len(items) == 9 and counts["rl_items_by_mode"] == {"refine": 4, "explain_refine": 5}
+    assert all(it.explained == (it.mode == "explain_refine") for it in items)
+    again, _ = build_items(list(reversed(records)), tok, "mixed", False, 4096, seed=3)
+    assert {it.wrong_id: it.mode for it in again} == {it.wrong_id: it.mode for it in items}  # order-free, seeded
+    keys = [f"w{k}" for k in range(20)]
+    draws = {tuple(assign_modes(keys, "mixed", seed)[k] for k in keys) for seed in range(5)}
+    assert len(draws) > 1 and all(d.count("refine") == 10 for d in draws)  # another seed, another half
+    single, _ = build_items(records, tok, "refine", False, 4096)
+    for it, ref in zip(items, single):  # a refine item's prompt is the refine-mode prompt; the other one differs
+        assert (it.prompt_ids == ref.prompt_ids) == (it.mode == "refine"), modes
+
+
+def test_rl_items_keep_the_chosen_sources_with_references_and_count_the_rest(tiny_lm):
+    from selfdebug.rewards import ReferenceIndex
+    from selfdebug.train.rl.data import build_items
+
+    _, tok = tiny_lm
+    records = [("toy", r) for r in sourced_records()]
+    refs = set(ReferenceIndex.from_records(r for _, r in records).refinements)
+    items, counts = build_items(records, tok, "explain_refine", False, 4096, sources=["mbpp", "apps"],
+                                references=refs)
+    assert sorted(it.wrong_id for it in items) == sorted(
+        [f"mbpp-wrong-{i}" for i in range(4)] + ["apps-wrong-4", "apps-wrong-6"])
+    assert counts["rl_dropped_source"] == {"codecontests": 2}
+    assert counts["rl_dropped_no_reference"] == {"apps": 1}
+    assert counts["wrong_programs"] == 9 and counts["rl_items"] == 6
+    everything, counts = build_items(records, tok, "explain_refine", False, 4096)
+    assert len(everything) == 9 and counts["rl_dropped_source"] == counts["rl_dropped_no_reference"] == {}
+
+
+def test_mixed_run_logs_dropped_items_and_per_format_rewards(tmp_path, caplog):
+    """A real PPO step of the tiny model under the paper's RL data settings: the dropped wrong programs are in
+    summary.json and the log, and metrics.jsonl has each format's reward figures."""
+    import logging
+
+    dataset = write_dataset(tmp_path / "dataset", sourced_records())
+    with caplog.at_level(logging.INFO, logger="selfdebug.train.rl"):
+        summary = run_rl([f"dataset.path={dataset}", "rl.mode=mixed", "rl.sources=[mbpp,apps]",
+                          "rl.require_reference=true", "reward.fallback=error", "rl.batch_size=6",
+                          "rl.mini_batch_size=6", "rl.micro_batch_size=6", "rl.generation_batch_size=6",
+                          "rl.ppo_epochs=1", "rl.max_new_tokens=8", "rl.total_steps=1", "rl.table_every=1"],
+                         tmp_path / "run")
+    assert summary["finished"] and summary["mode"] == "mixed" and summary["rl_items"] == 6
+    assert summary["rl_dropped_source"] == {"codecontests": 2} and summary["rl_dropped_no_reference"] == {"apps": 1}
+    assert summary["rl_items_by_mode"] == {"refine": 3, "explain_refine": 3}
+    logged = [r.getMessage() for r in caplog.records if "RL data:" in r.getMessage()]
+    assert len(logged) == 1 and "6 of 9 wrong programs" in logged[0]
+    assert "2 of source 'codecontests' (not in rl.sources)" in logged[0]
+    assert "1 of source 'apps' without a verified refinement" in logged[0]
+    (row,) = metrics_rows(tmp_path / "run")
+    assert row["reward/n_refine"] == row["reward/n_explain_refine"] == 3 and row["reward/n_fallback_code"] == 0
+    for mode in ("refine", "explain_refine"):
+        assert math.isfinite(row[f"reward/{mode}/total"]) and math.isfinite(row[f"rollout/{mode}/pass_rate"])
+    assert row["reward/refine/r_expl"] == 0.0  # refine prompts get no explanation reward
+    sampled = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert {r["mode"] for r in sampled} == {"refine", "explain_refine"}
+    assert all((r["explanation"] is None) == (r["mode"] == "refine") for r in sampled)
+
+
+def test_no_prompt_left_after_the_filter_is_one_clear_error(tmp_path):
+    dataset = write_dataset(tmp_path / "dataset", sourced_records())
+    with pytest.raises(DataError, match="no RL prompt is left") as info:
+        run_rl([f"dataset.path={dataset}", "rl.sources=[humaneval]"], tmp_path / "run")
+    assert "rl.sources" in str(info.value) and "4 of source 'mbpp' (not in rl.sources)" in str(info.value)
+    with pytest.raises(DataError, match="rl.require_reference=true"):
+        run_rl([f"dataset.path={dataset}", "reward.fallback=error"], tmp_path / "run2")
 
 
 def test_big_experiments_need_an_sft_checkpoint(tmp_path):

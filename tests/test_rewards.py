@@ -311,6 +311,32 @@ def test_clip_and_zero_weights_and_fallback_error(scorer):
         CompositeReward(explanation_scorer=scorer).score(samples)
 
 
+def test_r_expl_is_bounded_below_when_no_explanation_is_written(scorer):
+    """An explain-then-refine rollout that wrote no explanation scores S_ex := reward.s_ex_min (0), so R_expl
+    = -35/3; a negative cosine is clamped to the same floor (without it R_expl could reach -28.3)."""
+    refs = build_references(RECORDS)
+    off_topic = "The weather in Paris is lovely in spring."  # a slightly negative cosine under MiniLM
+    samples = [RewardSample("w1", MAX_SUB, result(3, 3), ""),  # asked for an explanation, wrote none
+               RewardSample("w1", MAX_SUB, result(3, 3), "  \n "),
+               RewardSample("w1", MAX_SUB, result(3, 3), off_topic),
+               RewardSample("w1", MAX_SUB, result(3, 3), EXPLANATION),
+               RewardSample("w1", MAX_SUB, result(3, 3), None)]  # refine-only: no explanation reward at all
+    floor = -35.0 / 3.0
+    b = CompositeReward(references=refs, explanation_scorer=scorer).score(samples)
+    raw = CompositeReward(s_ex_min=None, references=refs, explanation_scorer=scorer).score(samples)
+    cosine = scorer.similarity(off_topic, refs.explanations_for("w1"))
+    assert cosine < 0 and raw.s_ex[2] == pytest.approx(cosine, abs=1e-5) and raw.r_expl[2] < floor
+    assert list(b.s_ex[:3]) == [0.0, 0.0, 0.0] and b.r_expl[:3] == pytest.approx([floor] * 3)
+    assert b.r_expl[3] == raw.r_expl[3] > 0 and b.r_expl[4] == 0.0 and np.isnan(b.s_ex[4])
+    assert b.stats["n_missing_explanation"] == 2 and b.stats["n_refine_only"] == 1
+    assert (b.r_expl >= floor - 1e-12).all() and (b.r_expl <= 5.0).all()
+    # A configurable floor: S_ex >= 0.4 keeps R_expl >= -5 (the paper's lowest anchor).
+    high = CompositeReward(s_ex_min=0.4, references=refs, explanation_scorer=scorer).score(samples)
+    assert high.r_expl[:3] == pytest.approx([-5.0] * 3)
+    with pytest.raises(ConfigError, match=r"reward\.s_ex_min"):
+        CompositeReward(s_ex_min=1.5)
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"weights": {"explanation": "abc"}}, "reward.weights.explanation"),
     ({"weights": {"codebleu": True}}, "reward.weights.codebleu"),
@@ -324,6 +350,8 @@ def test_clip_and_zero_weights_and_fallback_error(scorer):
     ({"placement": "token"}, "reward.placement"),
     ({"fallback": "zero"}, "reward.fallback"),
     ({"embedding_batch_size": 0}, "reward.embedding_batch_size"),
+    ({"s_ex_min": "low"}, "reward.s_ex_min"),
+    ({"s_ex_min": -2.0}, "reward.s_ex_min"),
 ])
 def test_bad_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

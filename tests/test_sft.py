@@ -118,15 +118,19 @@ def test_resume_gives_the_same_losses(tmp_path, dataset, tiny_cache_dir, one_thr
 @pytest.mark.parametrize("exp", SFT_EXPS)
 def test_every_sft_experiment_composes_and_runs_a_step(tmp_path, dataset, tiny_cache_dir, one_thread, exp):
     """The paper's configs with the tiny model on the CPU; batch 8 instead of 128 (the toy dataset is small),
-    everything else (LoRA or full, gradient checkpointing, schedule, micro-batch size) as configured."""
-    cfg = config("model=tiny", "trainer=cpu", *quiet(dataset, tiny_cache_dir), "sft.batch_size=8",
-                 "sft.stop_after=1", "dataset.heldout_problems=2", "sft.eval_every=1", "sft.samples=1",
-                 "sft.sample_max_new_tokens=8", exp=exp)
+    everything else (LoRA or full, gradient checkpointing, schedule, micro-batch size, the paper's mixture of
+    both formats) as configured; one CPU device instead of the presets' 8 GPUs."""
+    cfg = config("model=tiny", "trainer=cpu", "trainer.devices=1", *quiet(dataset, tiny_cache_dir),
+                 "sft.batch_size=8", "sft.stop_after=1", "dataset.heldout_problems=2", "sft.eval_every=1",
+                 "sft.samples=1", "sft.sample_max_new_tokens=8", exp=exp)
     assert cfg.model.name == "tiny" and cfg.stage == "sft"
     summary = run(cfg, tmp_path)
     assert summary["steps"] == 1 and summary["peft"] == ("lora" if cfg.peft.enabled else "none")
     assert math.isfinite(train_losses(tmp_path)[0])
     assert (tmp_path / "checkpoints" / "step-0000001.ckpt").is_file()
+    kinds = summary["examples_by_kind"]
+    if exp != "sft_quickstart":  # the paper's presets train both formats from every verified trajectory
+        assert kinds["refine"] > 0 and kinds["explain_refine"] > 0 and kinds["codegen"] > 0
 
 
 def test_composing_each_experiment_as_written():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.core.prompts import END, initial_messages, parse_completion, refine_messages, render_chat
 from selfdebug.train.data import (
     IGNORE_INDEX,
     BatchPlan,
@@ -27,7 +28,6 @@ from selfdebug.train.data import (
     split_heldout,
     tokenize_examples,
 )
-from selfdebug.core.prompts import END, initial_messages, parse_completion, refine_messages, render_chat
 
 
 def write_sft_dataset(folder: Path, n_problems: int = 24, per_wrong: int = 2, shard_size: int = 20) -> Path:
@@ -329,3 +329,45 @@ def test_answer_text_round_trips_through_the_parser():
     assert parse_completion(answer_text(code, "Because.")).explanation == "Because."
     assert parse_completion(answer_text(code, "Because.")).code == code
     assert parse_completion(answer_text(code)).code == code and parse_completion(answer_text(code)).explanation == ""
+
+
+def test_paper_mixture_puts_both_formats_in_the_batches(dataset, tokenizer):
+    """The paper presets' mixture (read from +exp=sft_7b): every verified trajectory gives a refine-only and an
+    explain-then-refine example; one epoch of real collated batches holds both formats, counted from the
+    answers the labels train on."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        mixture = OmegaConf.to_container(compose("train", overrides=["+exp=sft_7b"]).dataset.mixture)
+    assert mixture == {"explain_refine": 1.0, "refine": 1.0, "codegen": 1.0}
+    traj, codegen = load_records(dataset)
+    examples = build_examples(traj, codegen, mixture, seed=0)
+    tokenized, _ = tokenize_examples(examples, tokenizer)
+    correct = [r for _, r in traj if r["verdict"] == "correct"]
+    expected = {"explain_refine": len(correct), "refine": len({r["wrong_id"] for r in correct}), "codegen": 24}
+    assert {k: sum(t.kind == k for t in tokenized) for k in expected} == expected
+    plan = plan_batches(len(tokenized), 16, 4, epochs=1)
+    stream = StepBatches(tokenized, plan, tokenizer.pad_token_id, seed=0)
+    seen = {"explain_refine": 0, "refine": 0, "codegen": 0}
+    steps_with_both = 0
+    for step, micro_batches in enumerate(stream):
+        kinds = []
+        for mb in micro_batches:
+            for ids, labels in zip(mb["input_ids"], mb["labels"]):
+                answer = tokenizer.decode(ids[labels != IGNORE_INDEX], skip_special_tokens=True)
+                prompt = tokenizer.decode(ids[labels == IGNORE_INDEX], skip_special_tokens=True)
+                if parse_completion(answer).explanation:
+                    kinds.append("explain_refine")
+                else:
+                    kinds.append("codegen" if "Actual output" not in prompt else "refine")
+        assert sorted(kinds) == sorted(tokenized[i].kind for i in stream.step_indices(step))
+        for kind in kinds:
+            seen[kind] += 1
+        steps_with_both += {"explain_refine", "refine"} <= set(kinds)
+    in_epoch = plan.steps_per_epoch * plan.batch_size
+    assert sum(seen.values()) == in_epoch and all(seen.values())
+    assert seen["explain_refine"] <= expected["explain_refine"] and seen["refine"] <= expected["refine"]
+    assert steps_with_both >= plan.steps_per_epoch - 1  # the two formats are mixed through the epoch

@@ -15,6 +15,12 @@ replaced by S_ut, so R_code = 5 * (w_cb + w_ut) * S_ut - 5 stays in [-5, 5] with
 R_expl = 0 (no reference to be near). The same R_expl = 0 applies when the wrong program has verified
 refinements but no verified explanation (refine-only data). Both cases are counted in the stats.
 ``fallback: error`` makes a missing reference an error instead.
+
+Bounds of R_expl (``s_ex_min``, 0 by default): a cosine similarity can be negative, which would take R_expl
+down to (50 * -1 - 35) / 3 = -28.3, far below the -5 the paper's anchors give S_ex = 0.4. S_ex is clamped to
+[s_ex_min, 1], and an explain-then-refine rollout that wrote no explanation scores S_ex := s_ex_min, so with
+the default R_expl stays in [-35/3, 5] (about [-11.7, 5]): no explanation is as bad as an unrelated one, never
+worse. ``s_ex_min: null`` keeps the raw cosine (and 0 for a missing explanation).
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class RewardBatch:
     has_explanation: np.ndarray
     fallback_code: np.ndarray
     fallback_explanation: np.ndarray
+    missing_explanation: np.ndarray | None = None  # asked for an explanation, wrote none (S_ex := s_ex_min)
     stats: dict = field(default_factory=dict)
 
     @property
@@ -168,6 +175,7 @@ class CompositeReward:
     def __init__(self, weights: Mapping | None = None, kl_coef: float = 0.2, clip: float | None = None,
                  placement: str = "span", fallback: str = "unit_tests", explanation_model: str | None = None,
                  embedding_device: str = "cpu", embedding_batch_size: int = 64, codebleu_raw: bool = False,
+                 s_ex_min: float | None = 0.0,
                  references: ReferenceIndex | str | Path | None = None,
                  explanation_scorer: ExplanationScorer | None = None, name: str = "custom"):
         weights = {} if weights is None else weights
@@ -188,6 +196,9 @@ class CompositeReward:
         self.fallback = fallback
         self.name = name
         self.codebleu_raw = bool(codebleu_raw)
+        self.s_ex_min = None if s_ex_min is None else _number("reward.s_ex_min", s_ex_min, low=-1.0)
+        if self.s_ex_min is not None and self.s_ex_min > 1.0:
+            raise ConfigError(f"reward.s_ex_min = {self.s_ex_min} must be <= 1 (S_ex is a cosine similarity)")
         self.embedding_device = embedding_device
         self.embedding_batch_size = int(_number("reward.embedding_batch_size", embedding_batch_size, low=1))
         self._scorer = explanation_scorer
@@ -248,19 +259,26 @@ class CompositeReward:
 
         s_ex = np.full(n, np.nan)
         fallback_expl = np.zeros(n, dtype=bool)
+        missing_expl = np.zeros(n, dtype=bool)
         if self.uses_explanation:
             expl_refs = [refs.explanations_for(s.wrong_id) for s in samples]
             fallback_expl = has_expl & np.array([not r for r in expl_refs], dtype=bool)
-            todo = np.flatnonzero(has_expl & ~fallback_expl)
+            written = np.array([bool((s.explanation or "").strip()) for s in samples], dtype=bool)
+            missing_expl = has_expl & ~fallback_expl & ~written
+            s_ex[missing_expl] = 0.0 if self.s_ex_min is None else self.s_ex_min
+            todo = np.flatnonzero(has_expl & ~fallback_expl & written)
             if len(todo):
                 s_ex[todo] = self.scorer.similarities([samples[i].explanation for i in todo],
                                                       [expl_refs[i] for i in todo])
+            if self.s_ex_min is not None:
+                s_ex = np.where(np.isnan(s_ex), np.nan, np.clip(s_ex, self.s_ex_min, 1.0))
         t2 = time.perf_counter()
 
         r_code = self._clip(code_reward(s_cb_used, s_ut, w_cb, w_ut) * np.ones(n))
         r_expl = np.where(np.isnan(s_ex), 0.0, self._clip(explanation_reward(np.nan_to_num(s_ex), w_ex) * np.ones(n)))
         batch = RewardBatch(s_cb=s_cb, s_ut=s_ut, s_ex=s_ex, r_code=r_code, r_expl=r_expl, has_explanation=has_expl,
-                            fallback_code=fallback_code, fallback_explanation=fallback_expl)
+                            fallback_code=fallback_code, fallback_explanation=fallback_expl,
+                            missing_explanation=missing_expl)
         batch.stats = self._stats(batch, t1 - t0, t2 - t1)
         return batch
 
@@ -270,6 +288,8 @@ class CompositeReward:
         stats = {"n": n, "n_refine_only": int((~b.has_explanation).sum()),
                  "n_fallback_code": int(b.fallback_code.sum()),
                  "n_fallback_explanation": int(b.fallback_explanation.sum()),
+                 "n_missing_explanation": int(b.missing_explanation.sum()) if b.missing_explanation is not None
+                 else 0,
                  "fallback_rate": float(b.fallback_code.mean()) if n else 0.0,
                  "time_codebleu_s": t_codebleu, "time_embedding_s": t_embedding}
         for key, values in (("s_cb", b.s_cb), ("s_ut", b.s_ut), ("s_ex", b.s_ex), ("r_code", b.r_code),
@@ -288,4 +308,5 @@ class CompositeReward:
 
     def __repr__(self) -> str:
         return (f"CompositeReward(name={self.name!r}, weights={self.weights}, kl_coef={self.kl_coef}, "
-                f"clip={self.clip}, placement={self.placement!r}, fallback={self.fallback!r})")
+                f"clip={self.clip}, placement={self.placement!r}, fallback={self.fallback!r}, "
+                f"s_ex_min={self.s_ex_min})")

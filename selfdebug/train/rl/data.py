@@ -3,12 +3,13 @@ prompts (``PromptStream``)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
 
 from selfdebug.core.errors import ConfigError, DataError
-from selfdebug.core.prompts import refine_messages, render_chat
+from selfdebug.core.prompts import MODES, refine_messages, render_chat
 from selfdebug.problems import Problem
 from selfdebug.train.data import answer_text, record_problem
 
@@ -22,17 +23,56 @@ class RLItem:
     prompt_ids: list[int]
     where: str
     answer: str | None = None  # offline: the teacher's answer text (explanation, then a fenced block)
-    explained: bool = True  # offline: the answer carries an explanation (refine-only records do not)
+    explained: bool = True  # the response is read for an explanation (offline: the answer carries one)
+    mode: str = "explain_refine"  # the instruction format of this prompt (refine or explain_refine)
+
+
+def assign_modes(keys: list[str], mode: str, seed: int) -> dict[str, str]:
+    """The instruction format of each wrong program. ``mixed``: a seeded shuffle of the distinct ``keys``, the
+    first half (rounded up) ``explain_refine`` and the rest ``refine``, so both formats hold half the prompts and
+    a wrong program keeps its format for the whole run (and across resumes)."""
+    distinct = list(dict.fromkeys(keys))
+    if mode != "mixed":
+        return dict.fromkeys(distinct, mode)
+    order = sorted(distinct)  # independent of the records' order
+    random.Random(f"rl-mode-{seed}").shuffle(order)
+    half = (len(order) + 1) // 2
+    return {key: ("explain_refine" if k < half else "refine") for k, key in enumerate(order)}
+
+
+def select_trajectories(trajectories: list[tuple[str, dict]], sources: list[str] | None,
+                        references: set[str] | None) -> tuple[list[tuple[str, dict]], dict]:
+    """The records whose wrong programs may become RL prompts: those of ``sources`` (None: all) and, when
+    ``references`` (the wrong ids with a verified refinement) is given, only wrong programs in it. Returns the
+    kept records and the counts of wrong programs dropped, by reason and source."""
+    kept, by_source, no_ref = [], {}, {}
+    for where, rec in trajectories:
+        wid, source = str(rec["wrong_id"]), str(rec.get("source", ""))
+        if sources is not None and source not in sources:
+            by_source.setdefault(source, set()).add(wid)
+        elif references is not None and wid not in references:
+            no_ref.setdefault(source, set()).add(wid)
+        else:
+            kept.append((where, rec))
+    counts = {"rl_dropped_source": {k: len(v) for k, v in sorted(by_source.items())},
+              "rl_dropped_no_reference": {k: len(v) for k, v in sorted(no_ref.items())}}
+    return kept, counts
 
 
 def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offline: bool,
-                max_prompt_length: int) -> tuple[list[RLItem], dict]:
+                max_prompt_length: int, *, seed: int = 0, sources: list[str] | None = None,
+                references: set[str] | None = None) -> tuple[list[RLItem], dict]:
     """The RL prompts from collected ``(where, record)`` trajectories.
 
-    Online: one item per distinct wrong program (``wrong_id``), in the order they first appear. Offline: one
-    item per distinct collected answer (correct and wrong verdicts alike). Prompts are rendered exactly as
-    evaluation renders them; ones over ``max_prompt_length`` tokens are left out and counted.
+    Only wrong programs of ``sources`` (None: every source) and, when ``references`` is given, with a verified
+    refinement are used (see ``select_trajectories``; the drops are counted by reason and source). Online: one
+    item per distinct wrong program (``wrong_id``), in the order they first appear. Offline: one item per
+    distinct collected answer (correct and wrong verdicts alike). ``mode`` is the instruction format, or
+    ``mixed`` (``assign_modes``: half each, seeded). Prompts are rendered exactly as evaluation renders them;
+    ones over ``max_prompt_length`` tokens are left out and counted.
     """
+    wrong_programs = len({rec["wrong_id"] for _, rec in trajectories})
+    trajectories, dropped = select_trajectories(trajectories, sources, references)
     chosen: list[tuple[str, dict]] = []
     seen: set = set()
     for where, rec in trajectories:
@@ -40,23 +80,27 @@ def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offl
         if key not in seen:
             seen.add(key)
             chosen.append((where, rec))
+    modes = assign_modes([str(rec["wrong_id"]) for _, rec in chosen], mode, seed)
     add_special = not getattr(tokenizer, "chat_template", None)
-    texts = [render_chat(refine_messages(record_problem(rec, where), rec["wrong_code"], rec["feedback"], mode),
-                         tokenizer, add_generation_prompt=True) for where, rec in chosen]
+    texts = [render_chat(refine_messages(record_problem(rec, where), rec["wrong_code"], rec["feedback"],
+                                         modes[str(rec["wrong_id"])]), tokenizer, add_generation_prompt=True)
+             for where, rec in chosen]
     ids = tokenizer(texts, add_special_tokens=add_special)["input_ids"] if texts else []
     items, too_long = [], 0
     for (where, rec), prompt_ids in zip(chosen, ids):
         if len(prompt_ids) > max_prompt_length:
             too_long += 1
             continue
-        answer, explained = None, True
+        item_mode = modes[str(rec["wrong_id"])]
+        answer, explained = None, item_mode == "explain_refine"
         if offline:
-            explained = mode == "explain_refine" and bool(rec["explanation"].strip())
+            explained = explained and bool(rec["explanation"].strip())
             answer = answer_text(rec["refinement"], rec["explanation"] if explained else None)
         items.append(RLItem(str(rec["wrong_id"]), record_problem(rec, where), list(prompt_ids), where, answer,
-                            explained))
-    return items, {"rl_items": len(items), "rl_prompts_too_long": too_long,
-                   "wrong_programs": len({rec["wrong_id"] for _, rec in trajectories})}
+                            explained, item_mode))
+    by_mode = {m: sum(it.mode == m for it in items) for m in MODES}
+    return items, {"rl_items": len(items), "rl_items_by_mode": by_mode, "rl_prompts_too_long": too_long,
+                   "wrong_programs": wrong_programs, **dropped}
 
 
 class PromptStream:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selfdebug.core.prompts import MODES
 from selfdebug.train.rl.ppo_math import explained_variance, masked_mean
 from selfdebug.train.rl.tokens import Rollouts
 
@@ -18,12 +19,18 @@ FINAL_KEYS = ("reward/total", "reward/total_with_kl", "reward/r_code", "reward/r
               "reward/s_cb", "reward/s_ex", "rollout/pass_rate", "rollout/no_code_rate",
               "rollout/response_length_mean", "objective/kl", "objective/entropy", "ppo/value_loss",
               "ppo/explained_variance", "ppo/clipfrac", "time/step", "time/judge_reward_share")
+# rl.mode=mixed: the same figures per instruction format (reward/<mode>/..., rollout/<mode>/pass_rate).
+MODE_KEYS = ("total", "r_code", "r_expl", "s_ut", "s_cb", "s_ex")
+FINAL_KEYS += tuple(f"reward/{mode}/{key}" for mode in MODES for key in MODE_KEYS) + \
+    tuple(f"rollout/{mode}/pass_rate" for mode in MODES)
 SANDBOX_KEYS = ("executed", "cache_hits", "timeouts", "errors", "worker_restarts")
 
 
 def step_metrics(rollouts: Rollouts, scored, kl, mask, rewards, values, returns, advantages, update: dict,
-                 kl_per_sequence: float, kl_coef: float, times: dict, sandbox_delta: dict) -> dict:
-    """One PPO step's figures on this rank (``reduce_metrics`` combines the ranks')."""
+                 kl_per_sequence: float, kl_coef: float, times: dict, sandbox_delta: dict,
+                 by_mode: bool = False) -> dict:
+    """One PPO step's figures on this rank (``reduce_metrics`` combines the ranks'); ``by_mode`` adds the reward
+    terms and pass rate of each instruction format (``rl.mode=mixed``)."""
     lengths = rollouts.lengths.float()
     passed = np.array([r.passed for r in rollouts.results], dtype=float)
     explained = [r for r in rollouts.responses if r.explanation is not None]
@@ -32,10 +39,12 @@ def step_metrics(rollouts: Rollouts, scored, kl, mask, rewards, values, returns,
         values_ = getattr(scored, key)
         finite = values_[~np.isnan(values_)]
         m[f"reward/{key}"] = float(finite.mean()) if len(finite) else float("nan")
+    if by_mode:
+        m.update(mode_figures(rollouts, scored, passed))
     m["reward/kl_penalty"] = float((-kl_coef * kl * mask).sum(1).mean())
     m["reward/total_with_kl"] = m["reward/total"] + m["reward/kl_penalty"]
     m["reward/token_rewards_sum"] = float((rewards * mask).sum(1).mean())
-    for key in ("n_fallback_code", "n_fallback_explanation", "n_refine_only"):
+    for key in ("n_fallback_code", "n_fallback_explanation", "n_missing_explanation", "n_refine_only"):
         m[f"reward/{key}"] = scored.stats.get(key, 0)
     m["objective/kl"] = kl_per_sequence
     m["objective/kl_per_token"] = float(masked_mean(kl, mask))
@@ -71,6 +80,21 @@ def step_metrics(rollouts: Rollouts, scored, kl, mask, rewards, values, returns,
     return m
 
 
+def mode_figures(rollouts: Rollouts, scored, passed: np.ndarray) -> dict:
+    """Per instruction format: the rollouts' count, mean reward terms and pass rate (NaN when none this step)."""
+    modes = np.array([item.mode for item in rollouts.items])
+    out = {}
+    for mode in MODES:
+        rows = modes == mode
+        out[f"reward/n_{mode}"] = int(rows.sum())
+        for key in MODE_KEYS:
+            values_ = getattr(scored, key)[rows]
+            finite = values_[~np.isnan(values_)]
+            out[f"reward/{mode}/{key}"] = float(finite.mean()) if len(finite) else float("nan")
+        out[f"rollout/{mode}/pass_rate"] = float(passed[rows].mean()) if rows.any() else float("nan")
+    return out
+
+
 def sandbox_delta(now: dict, before: dict) -> dict:
     """The sandbox's counters since ``before``, with one ``status/<s>`` per verdict status: a policy that starts
     forging verdicts shows up as ``sandbox/status/blocked``."""
@@ -80,12 +104,12 @@ def sandbox_delta(now: dict, before: dict) -> dict:
 
 def log_rollouts(run_logger, run_dir: Path | None, step: int, rollouts: Rollouts, scored, n: int) -> None:
     """The first ``n`` rollouts of a step: to ``rollouts.jsonl`` in the run dir and a W&B table."""
-    cols = ["step", "problem_id", "wrong_id", "explanation", "code", "status", "n_passed", "n_tests", "s_ut",
+    cols = ["step", "problem_id", "wrong_id", "mode", "explanation", "code", "status", "n_passed", "n_tests", "s_ut",
             "s_cb", "s_ex", "r_code", "r_expl", "completion"]
     rows = []
     for i in range(min(n, len(rollouts))):
         response, result = rollouts.responses[i], rollouts.results[i]
-        rows.append([step, rollouts.items[i].problem.task_id, rollouts.items[i].wrong_id,
+        rows.append([step, rollouts.items[i].problem.task_id, rollouts.items[i].wrong_id, rollouts.items[i].mode,
                      response.explanation, response.code, result.status, result.n_passed, result.n_tests,
                      finite_or_none(scored.s_ut[i]), finite_or_none(scored.s_cb[i]), finite_or_none(scored.s_ex[i]),
                      finite_or_none(scored.r_code[i]), finite_or_none(scored.r_expl[i]), response.text])

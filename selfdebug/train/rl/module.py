@@ -206,7 +206,8 @@ class PPOModule(pl.LightningModule):
         now = dict(self.sandbox.stats())
         metrics = reduce_metrics(step_metrics(rollouts, scored, kl, mask, rewards, old_values, returns, advantages,
                                               update, kl_per_sequence, kl_coef, times,
-                                              sandbox_delta(now, self._sandbox_before)))
+                                              sandbox_delta(now, self._sandbox_before),
+                                              by_mode=s.mode == "mixed"))
         self._sandbox_before = now
         self.ppo_step += 1
         self.history.append(metrics)
@@ -235,8 +236,7 @@ class PPOModule(pl.LightningModule):
                 generated = self.generate([it.prompt_ids for it in part])
             logprobs, values = generated.logprobs, generated.values
             for row, (item, ids) in enumerate(zip(part, generated.ids)):
-                explained = item.explained if s.offline else s.mode == "explain_refine"
-                response = read_response(self.tokenizer, ids, self.stop_ids, self.stop_strings, explained,
+                response = read_response(self.tokenizer, ids, self.stop_ids, self.stop_strings, item.explained,
                                          raw_code=s.code_from == "raw")
                 program = assemble_program(item.problem, response.code) if response.code is not None else None
                 responses.append(response)

@@ -123,15 +123,32 @@ def check_data_parallel(settings: PPOSettings, world: int, strategy: str) -> Non
         check_rollout_world(world)
 
 
-def load_references(reward, trajectories, dataset_path):
+def load_references(reward, trajectories):
     """The verified refinements and explanations the reward compares with, by wrong program."""
-    references = reward.attach_references(ReferenceIndex.from_records(rec for _, rec in trajectories))
+    return reward.attach_references(ReferenceIndex.from_records(rec for _, rec in trajectories))
+
+
+def check_items(items, counts: dict, settings: PPOSettings, reward, references) -> None:
+    """Some prompts are left, and under ``reward.fallback=error`` each has a verified refinement."""
+    if not items:
+        raise DataError(f"dataset.path: no RL prompt is left of {counts['wrong_programs']} wrong programs: "
+                        f"{dropped_text(counts)}; {counts['rl_prompts_too_long']} over rl.max_prompt_length = "
+                        f"{settings.max_prompt_length} tokens. Check rl.sources = {settings.sources} against the "
+                        "records' `source`, set rl.require_reference=false, or raise rl.max_prompt_length")
     if reward.fallback == "error":
-        missing = sorted({str(r["wrong_id"]) for _, r in trajectories} - set(references.refinements))
+        missing = sorted({it.wrong_id for it in items} - set(references.refinements))
         if missing:
             raise DataError(f"dataset.path: {len(missing)} wrong program(s) have no verified refinement (e.g. "
-                            f"{missing[0]}) and reward.fallback=error; set reward.fallback=unit_tests")
-    return references
+                            f"{missing[0]}) and reward.fallback=error; set rl.require_reference=true to leave "
+                            "them out, or reward.fallback=unit_tests")
+
+
+def dropped_text(counts: dict) -> str:
+    """The dropped wrong programs, by reason and source, for the log."""
+    parts = [f"{n} of source {src!r} (not in rl.sources)" for src, n in counts["rl_dropped_source"].items()]
+    parts += [f"{n} of source {src!r} without a verified refinement (rl.require_reference)"
+              for src, n in counts["rl_dropped_no_reference"].items()]
+    return "dropped " + ", ".join(parts) if parts else "none dropped"
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -153,8 +170,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError("dataset.path is not set; point it at a collection's dataset folder")
     trajectories, _ = load_records(dataset_path)
     check_has_wrong_solutions(trajectories, dataset_path)
-    references = load_references(reward, trajectories, dataset_path)
-    if reward.uses_explanation and settings.mode == "explain_refine":
+    references = load_references(reward, trajectories)
+    if reward.uses_explanation and settings.mode != "refine":
         reward.scorer  # noqa: B018 - load the embedding model now: a bad reward.explanation_model fails here
 
     source = str(sft_path) if sft_path is not None else str(cfg.model.name_or_path)
@@ -164,10 +181,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"rl.sft_checkpoint: {source} is a LoRA adapter, so the RL adapter must be merged into "
                           "its base when saved, which trainer=fsdp does not do; use trainer=ddp with peft=lora, or "
                           "merge the SFT adapter first (peft.merge=true in the SFT run)")
-    items, counts = build_items(trajectories, tokenizer, settings.mode, settings.offline, settings.max_prompt_length)
-    if not items:
-        raise DataError(f"dataset.path: every one of the {counts['wrong_programs']} wrong programs' prompts is "
-                        f"longer than rl.max_prompt_length = {settings.max_prompt_length} tokens; raise it")
+    items, counts = build_items(trajectories, tokenizer, settings.mode, settings.offline, settings.max_prompt_length,
+                                seed=run.seed, sources=settings.sources,
+                                references=set(references.refinements) if settings.require_reference else None)
+    check_items(items, counts, settings, reward, references)
+    log.info("RL data: %d of %d wrong programs become prompts (%s; %d over rl.max_prompt_length); formats %s",
+             len({it.wrong_id for it in items}), counts["wrong_programs"], dropped_text(counts),
+             counts["rl_prompts_too_long"], counts["rl_items_by_mode"])
     if lora.enabled:
         check_target_modules(policy, lora.target_modules)
     policy = prepare_for_training(policy, lora, settings.gradient_checkpointing)
@@ -193,7 +213,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         summary = {**lifecycle.common_summary(run, trainer, module, steps=steps, total_steps=settings.total_steps,
                                               trainable=n_trainable, resumed_from=ckpt_path,
                                               kl_coef=module.kl_ctl.value, ppo_step=module.ppo_step),
-                   "policy_init": source, "mode": settings.mode, "offline": settings.offline, "reward": reward.name,
+                   "policy_init": source, "mode": settings.mode, "sources": settings.sources,
+                   "require_reference": settings.require_reference, "offline": settings.offline, "reward": reward.name,
                    "weights": reward.weights, "placement": reward.placement, "kl_coef_final": module.kl_ctl.value,
                    "final": final_figures(module.history, settings.summary_window),
                    "first": final_figures(module.history[:1], 1),

@@ -11,6 +11,9 @@ from omegaconf import MISSING
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
 
+# rl.mode: one format for every prompt, or "mixed": each wrong program drawn into one of MODES, half each.
+RL_MODES = (*MODES, "mixed")
+
 # rl.rollout_engine=vllm: the engine shares the device with training.
 VLLM_ENGINE = {
     "gpu_memory_utilization": 0.3,  # fraction of GPU memory for vLLM's weights + KV cache (CPU build: of RAM)
@@ -29,7 +32,13 @@ class PPOSettings:
     placement) is the ``reward`` group."""
 
     # --- what to train on
-    mode: str = "explain_refine"  # explain_refine: explanation then code (R_expl + R_code); refine: code only
+    mode: str = "explain_refine"  # explain_refine: explanation then code (R_expl + R_code); refine: code only;
+    #                               mixed: half the wrong programs in each format (seeded by `seed`), as the
+    #                               paper trains one model for both
+    sources: list[str] | None = None  # problem sources whose wrong programs become prompts (the records'
+    #                                   `source`, e.g. [mbpp, apps]); null: every source (paper: MBPP + APPS)
+    require_reference: bool = False  # keep only wrong programs with a verified refinement (their reward needs
+    #                                  it: paper); false: the others get reward.fallback
     offline: bool = False  # score the teacher's collected answers instead of sampling the policy
     sft_checkpoint: str | None = MISSING  # required: the SFT model's folder (<sft run>/model) to start from and
     #                                       to stay near; null: start from model.name_or_path
@@ -62,7 +71,7 @@ class PPOSettings:
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; null: measure only
     # --- the PPO tricks
     gamma: float = 0.99  # discount (paper: 0.99)
-    lam: float = 0.95  # GAE lambda
+    lam: float = 0.95  # GAE lambda (TRL's default; the paper's A_t = sum_k gamma^k delta_{t+k} is lam 1.0)
     clip_range: float = 0.2  # policy ratio clipping
     clip_range_value: float | None = 0.2  # value clipping around the rollout values; null: plain squared error
     vf_coef: float = 0.1  # value loss weight
@@ -103,8 +112,14 @@ class PPOSettings:
                 raise ConfigError(f"rl.{key} = {getattr(self, key)!r}; it must be >= 0")
         if self.stop_after is not None and int(self.stop_after) < 1:
             raise ConfigError(f"rl.stop_after = {self.stop_after}; it must be >= 1 or null")
-        if self.mode not in MODES:
-            raise ConfigError(f"rl.mode = {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode not in RL_MODES:
+            raise ConfigError(f"rl.mode = {self.mode!r}; choose one of {', '.join(RL_MODES)}")
+        if self.sources is not None:
+            if isinstance(self.sources, str) or not self.sources or \
+                    not all(isinstance(x, str) and x for x in self.sources):
+                raise ConfigError(f"rl.sources = {self.sources!r}; give a non-empty list of problem sources "
+                                  "(e.g. rl.sources=[mbpp,apps]) or null for all")
+            self.sources = list(self.sources)
         if self.batch_size % self.samples_per_prompt:
             raise ConfigError(f"rl.batch_size = {self.batch_size} is not a multiple of rl.samples_per_prompt = "
                               f"{self.samples_per_prompt}")

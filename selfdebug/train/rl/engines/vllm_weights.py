@@ -74,9 +74,12 @@ def nbytes(tensor) -> int:
 
 def lora_config(model):
     """The PEFT config of the policy's one active LoRA adapter, or None (no PEFT, or several adapters)."""
-    configs = getattr(model, "peft_config", None)
-    active = getattr(model, "active_adapters", None)
-    if not configs or not active or len(active) != 1 or active[0] not in configs:
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return None
+    configs, active = model.peft_config, list(model.active_adapters)
+    if len(active) != 1 or active[0] not in configs:
         return None
     return configs[active[0]]
 

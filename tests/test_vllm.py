@@ -592,6 +592,53 @@ def test_rl_run_with_vllm_rollouts(tmp_path):
 
 @needs_vllm
 @pytest.mark.slow
+def test_two_ranks_with_vllm_engines_match_one_process(tmp_path, tiny_cache_dir):
+    """PPO with LoRA and vLLM rollouts on two gloo ranks (one engine per rank, each sampling its half of the
+    step's prompts) against one process with one engine: every rollout is seeded by its place in the step, so
+    both runs sample the same rollouts, and with global whitening and KL they train to the same adapter."""
+    from tests.test_ddp import TWO_CPUS, assert_weights_close, finish, launch, rows, weights
+    from tests.test_ppo import WRONG_DIGITS, toy_record, write_dataset
+
+    dataset = write_dataset(tmp_path / "data", [toy_record(i, w) for i, w in enumerate(WRONG_DIGITS)])
+    common = ["+exp=rl_quickstart", "progress=false", "trainer.enable_progress_bar=false", "logger=none",
+              f"dataset.path={dataset}", f"model.generator.tiny_cache_dir={tiny_cache_dir}", "peft=lora",
+              "rl.rollout_engine=vllm", f"+rl.vllm.engine_kwargs.kv_cache_memory_bytes={KV_BYTES}",
+              "rl.total_steps=2", "rl.batch_size=8", "rl.mini_batch_size=8", "rl.micro_batch_size=2",
+              "rl.generation_batch_size=4", "rl.max_new_tokens=16", "rl.checkpoint_every=0", "rl.table_every=1"]
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    one = launch(one_dir, *common, "trainer.precision=32-true")
+    two = launch(two_dir, *common, *TWO_CPUS, "trainer=ddp")
+    assert "RL done: 2 PPO steps" in finish(one, timeout=900)
+    assert "RL done: 2 PPO steps" in finish(two, timeout=900)
+
+    a, b = rows(one_dir), rows(two_dir)
+    assert [r["step"] for r in b] == [1, 2]
+    for x, y in zip(a, b):
+        assert y["rollout/n"] == x["rollout/n"] == 8
+        # the same rollouts: lengths are whole numbers of tokens, so equal means equal samples here
+        for key in ("rollout/response_length_mean", "rollout/response_length_max", "rollout/no_code_rate"):
+            assert y[key] == x[key], key
+        for key in ("reward/total", "objective/kl", "ppo/policy_loss", "ppo/value_loss", "ppo/grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+        assert y["vllm/adapter_sync"] == x["vllm/adapter_sync"] == 1.0 and y["time/sync"] >= 0
+    assert a[1]["vllm/sync_bytes"] == b[1]["vllm/sync_bytes"] < a[0]["vllm/sync_bytes"] / 10  # adapter only
+    # Rank 0 records its own four rollouts a step: each is the one-process run's rollout of the same prompt.
+    texts = {}
+    for d in (one_dir, two_dir):
+        texts[d] = {(r["step"], r["wrong_id"]): r["completion"]
+                    for r in map(json.loads, (d / "rollouts.jsonl").read_text().splitlines())}
+    assert len(texts[two_dir]) == 8 and len(texts[one_dir]) == 16
+    assert all(texts[one_dir][key] == text for key, text in texts[two_dir].items())
+    assert len(set(texts[two_dir].values())) == 8  # eight different samples, not one repeated
+    worst = assert_weights_close(weights(one_dir / "model" / "adapter_model.safetensors"),
+                                 weights(two_dir / "model" / "adapter_model.safetensors"), atol=5e-5)
+    summary = json.loads((two_dir / "summary.json").read_text())
+    assert summary["devices"] == 2 and summary["ranks"]["weights"][0] == summary["ranks"]["weights"][1]
+    print(f"2 ranks vs 1 process: max adapter weight difference {worst:.2e}")
+
+
+@needs_vllm
+@pytest.mark.slow
 def test_evaluate_with_model_vllm_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "selfdebug.evaluate", "+exp=eval_quickstart", "model=vllm", "model.name_or_path=tiny",

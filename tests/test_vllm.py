@@ -391,14 +391,14 @@ def test_rollout_engine_follows_the_policy_through_updates(tiny_cache_dir, in_pr
 def test_ppo_rollouts_from_vllm_are_rescored_by_the_policy(tiny_cache_dir):
     """rl.rollout_engine=vllm: one sync per PPO step; the old log-probs are the policy's own (a forward pass),
     and with synced weights they agree with what vLLM sampled from."""
+    from selfdebug.core.models import load_causal_lm
+    from selfdebug.core.prompts import render_chat
+    from selfdebug.generation.vllm import prompt_token_ids
+    from selfdebug.rewards import CompositeReward
     from selfdebug.train.rl.model import response_scores
     from selfdebug.train.rl.module import PPOModule
     from selfdebug.train.rl.settings import PPOSettings
     from selfdebug.train.rl.tokens import Rollouts, left_pad, read_response, right_pad
-    from selfdebug.core.models import load_causal_lm
-    from selfdebug.core.prompts import render_chat
-    from selfdebug.rewards import CompositeReward
-    from selfdebug.generation.vllm import prompt_token_ids
 
     policy, tok = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
     reward = CompositeReward(weights={"codebleu": 0.0, "unit_tests": 1.0, "explanation": 0.0}, kl_coef=0.0)

@@ -58,8 +58,12 @@ SYNC_MODES = ("auto", "adapter", "full")
 
 def _sharded(model) -> str | None:
     """How the policy's weights are split over ranks, if they are (then no rank holds what vLLM needs)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without distributed tensors shards nothing this way
+        DTensor = ()
     for p in model.parameters():
-        if type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor":
+        if isinstance(p, DTensor) or isinstance(getattr(p, "data", None), DTensor):
             return "trainer=fsdp"
         if hasattr(p, "ds_id"):
             return "trainer=deepspeed_zero3"

@@ -623,13 +623,12 @@ def test_two_ranks_with_vllm_engines_match_one_process(tmp_path, tiny_cache_dir)
         assert y["vllm/adapter_sync"] == x["vllm/adapter_sync"] == 1.0 and y["time/sync"] >= 0
     assert a[1]["vllm/sync_bytes"] == b[1]["vllm/sync_bytes"] < a[0]["vllm/sync_bytes"] / 10  # adapter only
     # Rank 0 records its own four rollouts a step: each is the one-process run's rollout of the same prompt.
-    texts = {}
-    for d in (one_dir, two_dir):
-        texts[d] = {(r["step"], r["wrong_id"]): r["completion"]
-                    for r in map(json.loads, (d / "rollouts.jsonl").read_text().splitlines())}
+    # (A step can hold a wrong program twice when the prompt stream wraps around its nine items.)
+    texts = {d: [(r["step"], r["wrong_id"], r["completion"])
+                 for r in map(json.loads, (d / "rollouts.jsonl").read_text().splitlines())] for d in (one_dir, two_dir)}
     assert len(texts[two_dir]) == 8 and len(texts[one_dir]) == 16
-    assert all(texts[one_dir][key] == text for key, text in texts[two_dir].items())
-    assert len(set(texts[two_dir].values())) == 8  # eight different samples, not one repeated
+    assert set(texts[two_dir]) <= set(texts[one_dir])
+    assert len({text for _, _, text in texts[two_dir]}) == 8  # eight different samples, not one repeated
     worst = assert_weights_close(weights(one_dir / "model" / "adapter_model.safetensors"),
                                  weights(two_dir / "model" / "adapter_model.safetensors"), atol=5e-5)
     summary = json.loads((two_dir / "summary.json").read_text())

@@ -16,6 +16,11 @@ and every matrix product has the real model's shape. Three measurements, one scr
    (old log-probs, values, reference log-probs) / update, and peak GPU memory. The first iteration warms up.
 3. The same iteration (one PPO epoch) with ever larger batches, generated at once, until the GPU runs out
    of memory: where memory runs out.
+4. The rollout engines side by side (``--parts engines``): ``rl_7b`` with LoRA at ``--engine-batch`` (64)
+   rollouts of ``--engine-new-tokens`` (512) new tokens, generated at once, two PPO iterations with
+   ``rl.rollout_engine=hf`` and then with ``rl.rollout_engine=vllm`` (adapter-only sync) in the same process:
+   rollouts/s of the step and of generation alone, the step split, the sync time and bytes per step (the
+   first sync also carries the frozen base; the second is the adapter alone), and peak GPU memory.
 
 Random weights write no runnable code, so the judge's share here is a floor (every response is judged, but
 none reaches a test); ``benchmarks/collect_throughput.py`` measures the sandbox on real programs.
@@ -27,6 +32,7 @@ dataset (the trajectories PPO prompts come from), and a half-precision copy of t
     python benchmarks/gpu_7b.py prepare --dataset <collect run>/dataset --out .bench      # here
     python benchmarks/gpu_7b.py run --bench-dir .bench                                    # on the GPU
     python benchmarks/gpu_7b.py run --bench-dir .bench --arch small --device cpu           # smoke test
+    python benchmarks/gpu_7b.py run --bench-dir .bench --parts engines                    # HF vs vLLM
 
 Prints one JSON line (also written to ``--json``).
 """
@@ -366,8 +372,10 @@ class PPOBench:
         self.prompt_tokens = {"mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths),
                               "items": len(self.items)}
 
-    def iterate(self, batch: int, steps: int, ppo_epochs: int | None = None) -> dict:
-        """``steps`` PPO iterations at ``batch`` rollouts, all generated at once; the last one is reported."""
+    def iterate(self, batch: int, steps: int, ppo_epochs: int | None = None, engine: str = "hf",
+                new_tokens: int | None = None) -> dict:
+        """``steps`` PPO iterations at ``batch`` rollouts, all generated at once, sampled by ``engine``
+        (``rl.rollout_engine``); the last one is reported."""
         from omegaconf import OmegaConf
 
         from selfdebug.execution import Sandbox
@@ -385,6 +393,13 @@ class PPOBench:
                   mini_batch_size=mini, micro_batch_size=min(int(rl["micro_batch_size"]), mini), total_steps=steps)
         if ppo_epochs is not None:
             rl["ppo_epochs"] = ppo_epochs
+        if new_tokens is not None:
+            rl["max_new_tokens"] = new_tokens
+        rl["rollout_engine"] = engine
+        if engine == "vllm":
+            rl["vllm"] = {**rl["vllm"], "gpu_memory_utilization": self.args.vllm_memory}
+            if self.device != "cuda":  # the CPU build sizes its KV cache from RAM minus this process: give a size
+                rl["vllm"]["engine_kwargs"] = {"kv_cache_memory_bytes": 512 << 20}
         settings = settings_from(PPOSettings, rl, "rl")
         sandbox = Sandbox(self.sandbox_config)
         reset_peak(self.device)
@@ -401,8 +416,13 @@ class PPOBench:
             last = module.history[-1]
             times = {k.split("/", 1)[1]: round(v, 3) for k, v in last.items() if k.startswith("time/")}
             step = times.get("step") or 1.0
-            share = {k: round(times[k] / step, 3) for k in ("generate", "judge", "reward", "evaluate", "update")}
-            return {"batch": batch, "prompts": prompts, "samples_per_prompt": batch // prompts,
+            share = {k: round(times[k] / step, 3)
+                     for k in ("sync", "generate", "judge", "reward", "evaluate", "update") if k in times}
+            engine_figures = {"engine": engine, "new_tokens": settings.max_new_tokens,
+                              "generate_rollouts_per_s": round(batch / max(times["generate"], 1e-9), 3),
+                              "sync_s_per_step": [round(h.get("time/sync", 0.0), 4) for h in module.history],
+                              "sync_bytes_per_step": [h.get("vllm/sync_bytes", 0) for h in module.history]}
+            return {**engine_figures, "batch": batch, "prompts": prompts, "samples_per_prompt": batch // prompts,
                     "ppo_epochs": settings.ppo_epochs, "mini_batch_size": settings.mini_batch_size,
                     "micro_batch_size": settings.micro_batch_size, "fits": True, "iterations": steps,
                     "time_s": times, "time_share": share,
@@ -412,6 +432,20 @@ class PPOBench:
             sandbox.close()
             del module, trainer
             reset_peak(self.device)
+
+
+def bench_engines(bench: PPOBench, args, device: str) -> dict:
+    """Both rollout engines on the same policy, prompts and settings, one after the other in this process."""
+    out = {}
+    for engine in ("hf", "vllm"):
+        out[engine] = bench.iterate(args.engine_batch, steps=2, engine=engine, new_tokens=args.engine_new_tokens)
+        print(json.dumps({"engine": out[engine]}), flush=True)
+    hf, vllm = out["hf"], out["vllm"]
+    out["vllm_over_hf_rollouts_per_s"] = round(vllm["rollouts_per_s"] / hf["rollouts_per_s"], 3)
+    out["vllm_over_hf_generate_rollouts_per_s"] = round(
+        vllm["generate_rollouts_per_s"] / hf["generate_rollouts_per_s"], 3)
+    out["vllm_sync_share_of_step"] = vllm["time_share"].get("sync")
+    return out
 
 
 def bench_scan(bench: PPOBench, batches: list[int], deadline: float, device: str) -> list[dict]:
@@ -447,10 +481,20 @@ def run(args) -> dict:
     import peft
     import pytorch_lightning
 
+    try:
+        import vllm
+
+        vllm_version = vllm.__version__
+    except ImportError:
+        vllm_version = None
+        if "engines" in args.parts:
+            raise SystemExit("--parts engines: vllm is not importable here (pip install 'selfdebug[vllm]')")
+
     report = {"benchmark": "gpu_7b", "arch": args.arch,
               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                           "peft": peft.__version__, "lightning": pytorch_lightning.__version__}}
+                           "peft": peft.__version__, "lightning": pytorch_lightning.__version__,
+                           "vllm": vllm_version}}
     if device == "cuda":
         report["gpu_memory_gib"] = gib(torch.cuda.get_device_properties(0).total_memory)
     tokenizer = AutoTokenizer.from_pretrained(Path(args.bench_dir) / "tokenizer")
@@ -462,12 +506,14 @@ def run(args) -> dict:
 
     if "sft" in args.parts:
         emit("sft_lora", bench_sft(args, tokenizer, device))
-    if "ppo" in args.parts or "scan" in args.parts:
+    if {"ppo", "scan", "engines"} & set(args.parts):
         bench = PPOBench(args, tokenizer, device)
         emit("ppo_setup", {"prompt_tokens": bench.prompt_tokens, "sandbox_isolation": bench.isolation, "weights_and_adapters": bench.weights_memory,
                            "new_tokens": args.new_tokens, **bench.item_counts})
         if "ppo" in args.parts:
             emit("ppo_lora", bench.iterate(args.ppo_batch, steps=2))
+        if "engines" in args.parts:
+            emit("rollout_engines", bench_engines(bench, args, device))
         if "scan" in args.parts:
             deadline = start + args.budget_s
             emit("ppo_scan", bench_scan(bench, args.scan, deadline, device))
@@ -485,12 +531,15 @@ def main() -> None:
     r.add_argument("--bench-dir", default=".bench")
     r.add_argument("--arch", choices=sorted(ARCHS), default="codellama_7b")
     r.add_argument("--device", default="cuda")
-    r.add_argument("--parts", nargs="+", default=["sft", "ppo", "scan"], choices=["sft", "ppo", "scan"])
+    r.add_argument("--parts", nargs="+", default=["sft", "ppo", "scan"], choices=["sft", "ppo", "scan", "engines"])
     r.add_argument("--sft-steps", type=int, default=3, help="timed optimizer steps (after one warm-up step)")
     r.add_argument("--sft-accumulation", type=int, default=4, help="micro-batches per optimizer step")
     r.add_argument("--sft-seq", type=int, default=None, help="sequence length (default: the preset's)")
     r.add_argument("--ppo-batch", type=int, default=8)
     r.add_argument("--new-tokens", type=int, default=256)
+    r.add_argument("--engine-batch", type=int, default=64, help="engines: rollouts per step (rl_7b: 64)")
+    r.add_argument("--engine-new-tokens", type=int, default=512, help="engines: new tokens (rl_7b: 512)")
+    r.add_argument("--vllm-memory", type=float, default=0.3, help="engines: rl.vllm.gpu_memory_utilization")
     r.add_argument("--scan", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128, 256, 512])
     r.add_argument("--budget-s", type=float, default=420.0, help="no new scan point starts after this many seconds")
     r.add_argument("--json", default=None, help="also write the report here")

@@ -203,15 +203,20 @@ class VLLMGenerator(Generator):
         shutdown_engine(llm)
 
 
-def shutdown_engine(llm) -> None:
+def shutdown_engine(llm, keep_world: bool = False) -> None:
+    """End an engine and free its KV cache. ``keep_world``: the process's default ``torch.distributed`` group
+    belongs to the caller (data-parallel training): vLLM's teardown destroys the groups it made and would
+    destroy the default one too, which the training ranks still need."""
     import gc
+    from contextlib import nullcontext
 
     if llm is None:
         return
     engine = getattr(llm, "llm_engine", None)
     core = getattr(engine, "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()  # ends the engine process (multiprocess mode) and frees the KV cache
+        with _default_group_kept() if keep_world else nullcontext():
+            core.shutdown()  # ends the engine process (multiprocess mode) and frees the KV cache
     del llm
     gc.collect()
     try:
@@ -221,3 +226,27 @@ def shutdown_engine(llm) -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
+
+
+def _default_group_kept():
+    """While active, ``torch.distributed.destroy_process_group()`` (no group: the default one) does nothing;
+    destroying a named group still works."""
+    from contextlib import contextmanager
+
+    import torch.distributed as dist
+
+    @contextmanager
+    def kept():
+        real = dist.destroy_process_group
+
+        def destroy(group=None):
+            if group is not None:
+                real(group)
+
+        dist.destroy_process_group = destroy
+        try:
+            yield
+        finally:
+            dist.destroy_process_group = real
+
+    return kept()

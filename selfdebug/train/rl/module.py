@@ -53,7 +53,7 @@ from selfdebug.train.distributed import (
 from selfdebug.train.model import stop_token_ids
 from selfdebug.train.optim import make_optimizer, trainable_parameters
 from selfdebug.train.rl.data import RLItem
-from selfdebug.train.rl.engines import RolloutEngine, Samples, start_engine
+from selfdebug.train.rl.engines import RolloutEngine, Samples, rollout_rows, rollout_seeds, start_engine
 from selfdebug.train.rl.metrics import log_rollouts, sandbox_delta, step_metrics
 from selfdebug.train.rl.model import ValueHead, disable_dropout, hidden_size_of, response_scores
 from selfdebug.train.rl.ppo_math import (
@@ -109,6 +109,7 @@ class PPOModule(pl.LightningModule):
         self._sandbox_before = dict(sandbox.stats()) if sandbox is not None else {}
         self.engine: RolloutEngine | None = None  # what samples the rollouts; started in on_fit_start
         self._synced_step: int | None = None  # the PPO step whose weights the engine holds
+        self._sync_seconds = 0.0  # the step's sync (time/sync; time/generate is the sampling alone)
 
     # -------------------------------------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -167,7 +168,7 @@ class PPOModule(pl.LightningModule):
         t1 = time.perf_counter()
         rollouts.results = [f.result() for f in futures]
         t2 = time.perf_counter()
-        times["generate"], times["judge"] = t1 - t0, t2 - t1
+        times["sync"], times["generate"], times["judge"] = self._sync_seconds, t1 - t0 - self._sync_seconds, t2 - t1
 
         # 3. reward: the composite score of every rollout (R_code, R_expl and their parts)
         samples = [RewardSample(item.wrong_id, program or "", result, response.explanation)
@@ -204,10 +205,11 @@ class PPOModule(pl.LightningModule):
         kl_coef = self.kl_ctl.value
         self.kl_ctl.update(kl_per_sequence, n_rollouts)
         now = dict(self.sandbox.stats())
-        metrics = reduce_metrics(step_metrics(rollouts, scored, kl, mask, rewards, old_values, returns, advantages,
-                                              update, kl_per_sequence, kl_coef, times,
-                                              sandbox_delta(now, self._sandbox_before),
-                                              by_mode=s.mode == "mixed"))
+        metrics = reduce_metrics({**step_metrics(rollouts, scored, kl, mask, rewards, old_values, returns, advantages,
+                                                 update, kl_per_sequence, kl_coef, times,
+                                                 sandbox_delta(now, self._sandbox_before),
+                                                 by_mode=s.mode == "mixed"),
+                                  **(self.engine.metrics() if self.engine is not None else {})})
         self._sandbox_before = now
         self.ppo_step += 1
         self.history.append(metrics)
@@ -228,12 +230,14 @@ class PPOModule(pl.LightningModule):
         futures = []
         sampled: list[tuple[torch.Tensor, torch.Tensor]] = []  # (log-probs, values) per row, when kept
         chunk = len(items) if s.offline else s.generation_batch_size
+        rows = rollout_rows(len(items), *rank_world(self), s.samples_per_prompt)  # each rollout's place in the step
+        self._sync_seconds = 0.0
         for start in range(0, len(items), chunk):
             part = items[start:start + chunk]
             if s.offline:
                 generated = Samples(self.teacher_answers(part))
             else:
-                generated = self.generate([it.prompt_ids for it in part])
+                generated = self.generate([it.prompt_ids for it in part], rows[start:start + chunk])
             logprobs, values = generated.logprobs, generated.values
             for row, (item, ids) in enumerate(zip(part, generated.ids)):
                 response = read_response(self.tokenizer, ids, self.stop_ids, self.stop_strings, item.explained,
@@ -253,13 +257,17 @@ class PPOModule(pl.LightningModule):
             rollouts.sampled_values = torch.nn.utils.rnn.pad_sequence([v for _, v in sampled], batch_first=True)
         return rollouts, futures
 
-    def generate(self, prompts: list[list[int]]) -> Samples:
+    def generate(self, prompts: list[list[int]], rows: list[int] | None = None) -> Samples:
         """Sampled responses from the engine, which gets the policy's weights at a step's first rollout (they
-        change only in the update, between steps)."""
+        change only in the update, between steps). ``rows``: the rollouts' places in the step, which seed them
+        (the vLLM engine); default: ``0, 1, ...``."""
         if self._synced_step != self.ppo_step:
+            t0 = time.perf_counter()
             self.engine.sync(self.policy)
+            self._sync_seconds += time.perf_counter() - t0
             self._synced_step = self.ppo_step
-        return self.engine.generate(prompts)
+        rows = list(range(len(prompts))) if rows is None else rows
+        return self.engine.generate(prompts, rollout_seeds(self.seed, self.ppo_step, rows))
 
     def teacher_answers(self, items: list[RLItem]) -> list[list[int]]:
         """Offline: the collected answer of each item as response tokens, ended by the stop token (whole:

@@ -14,13 +14,14 @@ from selfdebug.core.prompts import MODES
 # rl.mode: one format for every prompt, or "mixed": each wrong program drawn into one of MODES, half each.
 RL_MODES = (*MODES, "mixed")
 
-# rl.rollout_engine=vllm: the engine shares the device with training.
+# rl.rollout_engine=vllm: one engine per rank, sharing that rank's device with training.
 VLLM_ENGINE = {
     "gpu_memory_utilization": 0.3,  # fraction of GPU memory for vLLM's weights + KV cache (CPU build: of RAM)
     "dtype": "auto",  # auto: the policy's dtype
     "tensor_parallel_size": 1,
     "max_model_len": None,  # null: rl.max_prompt_length + rl.max_new_tokens
     "enforce_eager": True,  # no CUDA graphs: faster start, less memory
+    "sync": "auto",  # auto: the LoRA adapter alone when vLLM can serve it, else full; adapter; full (merged)
 }
 
 

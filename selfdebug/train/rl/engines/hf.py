@@ -24,8 +24,13 @@ class HFRolloutEngine:
     def sync(self, policy) -> None:
         """Nothing to send: the engine samples the policy itself."""
 
+    def metrics(self) -> dict:
+        return {}
+
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]]) -> Samples:
+    def generate(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int] | None = None) -> Samples:
+        """``seeds`` are not used: ``generate`` samples the whole batch from torch's RNG, which the PPO step
+        seeds per step and rank."""
         s, keep, device = self.sampling, self.keep_logprobs, self.owner.device
         query, query_mask = left_pad(prompts, self.pad_id)
         hidden: list[torch.Tensor] = []

@@ -1,22 +1,22 @@
-"""The 7B presets on one GPU: SFT with LoRA and PPO iterations of ``rl_7b``, with random weights.
+"""The 7B presets on one GPU: SFT with LoRA and PPO iterations of ``rl_7b_lora``, with random weights.
 
 A CodeLlama-7B-architecture ``LlamaForCausalLM`` (32 layers, hidden 4096, MLP 11008, 32 heads, vocabulary
 32016, RoPE theta 1e6) is built from its config on the GPU in bf16 with random weights: nothing is downloaded,
 and every matrix product has the real model's shape. Three measurements, one script:
 
-1. SFT with LoRA (``+exp=sft_7b peft=lora``) at the preset's sequence length (``dataset.max_length`` = 2048):
+1. SFT with LoRA (``+exp=sft_7b peft=lora trainer=gpu trainer.devices=1``) at the preset's sequence length (``dataset.max_length`` = 2048):
    ``SFTModule`` under the Lightning Trainer, micro-batches of ``sft.micro_batch_size`` full-length sequences.
    Tokens/s, peak GPU memory, and model FLOPs utilisation against the card's dense bf16 peak (989 TFLOP/s for
    H100 SXM and H200). Model FLOPs per token follow PaLM's count (matrix products 2N per token forward, plus
    attention 4 * layers * hidden * seq_len); a training step is 3x forward for full weights, 2x for LoRA
    (frozen weights need no weight gradients); activation recompute is not counted.
-2. PPO of ``+exp=rl_7b`` (LoRA policy, the reference through disabled adapters, value head, the LeDex composite
+2. PPO of ``+exp=rl_7b_lora`` (LoRA policy, the reference through disabled adapters, value head, the LeDex composite
    reward with CodeBLEU, unit tests and the MiniLM explanation embedding) with a batch of 8 prompts and 256
    new tokens: ``PPOModule`` under the Lightning Trainer, the time split generate / judge / reward / evaluate
    (old log-probs, values, reference log-probs) / update, and peak GPU memory. The first iteration warms up.
 3. The same iteration (one PPO epoch) with ever larger batches, generated at once, until the GPU runs out
    of memory: where memory runs out.
-4. The rollout engines side by side (``--parts engines``): ``rl_7b`` with LoRA at ``--engine-batch`` (64)
+4. The rollout engines side by side (``--parts engines``): ``rl_7b_lora`` at ``--engine-batch`` (64)
    rollouts of ``--engine-new-tokens`` (512) new tokens, generated at once, two PPO iterations with
    ``rl.rollout_engine=hf`` and then with ``rl.rollout_engine=vllm`` (adapter-only sync) in the same process:
    rollouts/s of the step and of generation alone, the step split, the sync time and bytes per step (the
@@ -256,7 +256,7 @@ def bench_sft(args, tokenizer, device: str) -> dict:
     from selfdebug.train.sft.module import SFTModule
     from selfdebug.train.sft.settings import SFTSettings
 
-    cfg = compose(["+exp=sft_7b", "peft=lora", "logger=none", "sft.lr=2e-4"])
+    cfg = compose(["+exp=sft_7b", "peft=lora", "trainer=gpu", "trainer.devices=1", "logger=none", "sft.lr=2e-4"])
     seq = args.sft_seq or int(cfg.dataset.max_length)
     micro = int(cfg.sft.micro_batch_size)
     accumulation = args.sft_accumulation
@@ -318,7 +318,7 @@ def bench_sft(args, tokenizer, device: str) -> dict:
 # ------------------------------------------------------------------------------------------------ 2-3. PPO
 
 class PPOBench:
-    """Builds the ``rl_7b`` pieces once (reward, references, items, the LoRA policy) and runs iterations."""
+    """Builds the ``rl_7b_lora`` pieces once (reward, references, items, the LoRA policy) and runs iterations."""
 
     def __init__(self, args, tokenizer, device: str):
         from omegaconf import OmegaConf
@@ -336,7 +336,7 @@ class PPOBench:
 
         self.args, self.device, self.tokenizer = args, device, tokenizer
         bench = Path(args.bench_dir).resolve()
-        self.base_overrides = ["+exp=rl_7b", "logger=none", "rl.sft_checkpoint=null",
+        self.base_overrides = ["+exp=rl_7b_lora", "logger=none", "rl.sft_checkpoint=null",
                                f"dataset.path={bench / 'dataset'}", f"reward.explanation_model={bench / 'minilm'}",
                                f"rl.max_new_tokens={args.new_tokens}", "rl.checkpoint_every=0", "rl.table_every=0"]
         cfg = compose(self.base_overrides)
@@ -537,8 +537,8 @@ def main() -> None:
     r.add_argument("--sft-seq", type=int, default=None, help="sequence length (default: the preset's)")
     r.add_argument("--ppo-batch", type=int, default=8)
     r.add_argument("--new-tokens", type=int, default=256)
-    r.add_argument("--engine-batch", type=int, default=64, help="engines: rollouts per step (rl_7b: 64)")
-    r.add_argument("--engine-new-tokens", type=int, default=512, help="engines: new tokens (rl_7b: 512)")
+    r.add_argument("--engine-batch", type=int, default=64, help="engines: rollouts per step (rl_7b_lora: 64)")
+    r.add_argument("--engine-new-tokens", type=int, default=512, help="engines: new tokens (rl_7b_lora: 512)")
     r.add_argument("--vllm-memory", type=float, default=0.3, help="engines: rl.vllm.gpu_memory_utilization")
     r.add_argument("--scan", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128, 256, 512])
     r.add_argument("--budget-s", type=float, default=420.0, help="no new scan point starts after this many seconds")

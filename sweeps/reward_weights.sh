@@ -4,7 +4,7 @@
 # W&B runs of the sweep share the group "sweep-<folder name>" (offline unless logger.mode=online).
 #
 #   sweeps/reward_weights.sh                                  # the tiny quickstart (CPU, minutes)
-#   EXP=rl_7b sweeps/reward_weights.sh rl.sft_checkpoint=outputs/train/sft/codellama_7b/<time>/model
+#   EXP=rl_7b_lora sweeps/reward_weights.sh rl.sft_checkpoint=outputs/train/sft/codellama_7b/<time>/model
 #
 # Extra arguments are passed to every run.
 set -euo pipefail

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The reward-weight sweep of reward_weights.sh (explanation weight 0 / 0.5 / 1 x 3 seeds) as a SLURM array job,
-# one GPU per run, through Hydra's submitit launcher (conf/hydra/launcher/submitit_slurm.yaml).
+# one GPU per run (the LoRA presets; the full-weight paper presets need gpus_per_node=8), through Hydra's submitit launcher (conf/hydra/launcher/submitit_slurm.yaml).
 #
 #   PARTITION=gpu sweeps/slurm_reward_weights.sh rl.sft_checkpoint=outputs/train/sft/codellama_7b/<time>/model
-#   PARTITION=gpu EXP=rl_13b TIMEOUT_MIN=720 sweeps/slurm_reward_weights.sh rl.sft_checkpoint=...
+#   PARTITION=gpu EXP=rl_13b_lora TIMEOUT_MIN=720 sweeps/slurm_reward_weights.sh rl.sft_checkpoint=...
 #
 # Preemption and time limits: SLURM sends USR2 (hydra.launcher.signal_delay_s before the limit; at a preemption
 # where the cluster sets SlurmctldParameters=preempt_send_user_signal, and partitions with PreemptMode=REQUEUE
@@ -21,7 +21,7 @@
 #   wandb sync "$DIR"/*/wandb/offline-run-*      # the segments of a requeued run go to one W&B run, in order
 set -euo pipefail
 : "${PARTITION:?set PARTITION to the GPU partition of your cluster}"
-EXP=${EXP:-rl_7b}
+EXP=${EXP:-rl_7b_lora}
 DIR=${DIR:-multirun/rl/reward_weights_slurm/$(date +%Y-%m-%d_%H-%M-%S)}
 python -m selfdebug.train --multirun hydra/launcher=submitit_slurm hydra.launcher.partition="$PARTITION" \
     hydra.launcher.timeout_min="${TIMEOUT_MIN:-1440}" hydra.launcher.gpus_per_node=1 \

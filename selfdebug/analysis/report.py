@@ -5,8 +5,9 @@
 It reads every evaluation (``results.json``) and training run (``metrics.jsonl`` with a ``stage`` in its
 ``.hydra/config.yaml``) under the given folders and writes:
 
-- Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after refinement;
-- Table 4: success refinement rate;
+- Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after one round
+  of refinement (the paper's tables are one round; later rounds are in the by-round plot, its Fig. 4);
+- Table 4: success refinement rate of round 1;
 - repair benchmarks (``benchmark=humanevalfix|mbpp_mutants``): pass@1 by round per bug type;
 - explanation quality scored by the LLM judge (``judge=openai|hf``), correctness and helpfulness 1-5;
 - pass@k by refinement round per model (PNG), and reward terms and KL over training steps (PNG);
@@ -75,23 +76,36 @@ def _value(entry: dict, key: str) -> float | None:
     return None if v is None else v["value"]
 
 
+REPORTED_ROUND = 1  # the paper's Tables 2-4 are one round of refinement
+
+
+def _round(results: dict, index: int) -> dict | None:
+    return next((r for r in results["rounds"] if r["round"] == index), None)
+
+
 def table2_rows(evals: list[dict]) -> list[list]:
+    """pass@1 / pass@10 of the initial code and after round 1 (read from ``rounds``, so results.json files
+    written before round 1 was the reported one read the same way)."""
     rows = []
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
         rounds = e["results"]["rounds"]
-        first, last = rounds[0], rounds[-1]
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append([e["label"], e["mode"], e["benchmark"], fmt(_value(first, "pass@1")), fmt(_value(last, "pass@1")),
-                     fmt(_value(first, "pass@10")), fmt(_value(last, "pass@10")), len(rounds) - 1])
+        first, refined = rounds[0], _round(e["results"], REPORTED_ROUND) or {}
+        rows.append([e["label"], e["mode"], e["benchmark"], fmt(_value(first, "pass@1")),
+                     fmt(_value(refined, "pass@1")), fmt(_value(first, "pass@10")), fmt(_value(refined, "pass@10")),
+                     len(rounds) - 1])
     return rows
 
 
 def table4_rows(evals: list[dict]) -> list[list]:
+    """The success refinement rate of round 1: the share of wrong initial programs fixed by one refinement."""
     rows = []
     for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
         res = e["results"]
+        refined = _round(res, REPORTED_ROUND)
+        rate = refined.get("refinement", {}).get("cumulative_rate") if refined else None
         rows.append([e["label"], e["mode"], e["benchmark"], res.get("initial_wrong", "-"),
-                     f"{res.get('success_refinement_rate', 0.0):.2f}"])
+                     "-" if rate is None else f"{rate:.2f}"])
     return rows
 
 
@@ -257,8 +271,9 @@ def _html_table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined", "pass@10 initial", "pass@10 refined", "rounds"]
-T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate (%)"]
+T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined (round 1)", "pass@10 initial",
+      "pass@10 refined (round 1)", "rounds run"]
+T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate, round 1 (%)"]
 TB = ["model", "mode", "benchmark", "start", "bug type", "problems", "pass@1 by round (0 → R)"]
 TJ = ["model", "mode", "benchmark", "judge", "explanations scored", "unparsed", "correctness (1-5)",
       "helpfulness (1-5)"]

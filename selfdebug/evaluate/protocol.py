@@ -246,7 +246,6 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
     # The paper's tables are one round of refinement: its success refinement rate and refined pass@k are
     # round 1's; later rounds (its Fig. 4) are in ``rounds`` and in the ``_final`` figures.
     first = per_round[1] if len(per_round) > 1 else None
-    passk = lambda entry: {k: v["value"] for k, v in entry.items() if k.startswith("pass@")}  # noqa: E731
     return {"n_problems": len(problems), "n_samples": n, "mode": settings.mode, "start": settings.start,
             "few_shot": settings.few_shot, "rounds": per_round,
             "by_bug_type": _by_bug_type(problems, solved_at, settings), "initial_wrong": initial_wrong,
@@ -254,6 +253,11 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
             "success_refinement_rate_final": final.get("refinement", {}).get("cumulative_rate", 0.0),
             "pass@k_initial": passk(per_round[0]), "pass@k_round1": passk(first) if first else None,
             "pass@k_final": passk(final)}
+
+
+def passk(entry: dict) -> dict:
+    """``{"pass@k": value}`` of one round's entry."""
+    return {k: v["value"] for k, v in entry.items() if k.startswith("pass@")}
 
 
 def _by_bug_type(problems: list[Problem], solved_at: dict, settings: EvalSettings) -> dict:

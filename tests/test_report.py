@@ -83,3 +83,62 @@ def test_report_shows_repair_benchmarks_by_bug_type(tmp_path):
     assert mutant_rows and all(line.endswith("| 0.00 → 100.00 |") for line in mutant_rows)
     assert "| reference | explain_refine | humanevalfix | 0.00 | 100.00 |" in md  # Table 2 row
     assert (out / "pass_by_round_mbpp_mutants.png").is_file()
+
+
+def test_tables_report_round_one_and_the_plot_all_rounds(tmp_path):
+    """Tables 2 and 4 read round 1 (the paper's tables are one round); the by-round plot keeps all three."""
+    from tests.test_evaluate import evaluate, late_fixer
+
+    problems = load_humaneval()[:3]
+    with FakeOpenAIServer(late_fixer(problems, fixed_in_round_1=1)) as server:
+        proc = evaluate(tmp_path / "runs" / "late", "model=openai", "model.model=late",
+                        f"model.base_url={server.base_url}", "limit=3", "n_samples=1", "rounds=3", "ks=[1]",
+                        "logger=none", "label=late")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "| late | explain_refine | humaneval | 0.00 | 33.33 | - | - | 3 |" in md  # Table 2: round 1, not 100
+    assert "| late | explain_refine | humaneval | 3 | 33.33 |" in md  # Table 4: round 1's success rate
+    assert "pass@1 refined (round 1)" in md and "success refinement rate, round 1 (%)" in md
+    assert (out / "pass_by_round_humaneval.png").stat().st_size > 10_000
+
+
+def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
+    """A real collection (mutation teacher) among the inputs gives the paper's Figure 3: quantiles of S_cb, S_ut,
+    S_ex, R_code and R_expl for correct and wrong refinements, computed with the reward's functions."""
+    import numpy as np
+
+    from selfdebug.rewards import code_reward, codebleu_score, explanation_reward
+    from tests.test_collect import collect, records
+
+    run = tmp_path / "runs" / "collect"
+    proc = collect(run, "+exp=collect_quickstart", "data.limit_per_source=6", "logger=none", "progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = records(run)
+    assert any(r["verdict"] == "wrong" for r in rows) and any(r["verdict"] == "correct" for r in rows)
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}",
+                           "figure3.max_records=1000"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "## Reward terms over the training data (Figure 3): collect" in md
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in md.splitlines()
+             if line.startswith("| S_") or line.startswith("| R_")}
+    n_correct = sum(r["verdict"] == "correct" for r in rows)
+    assert lines[("S_ut", "correct", str(n_correct))].split("|")[4].strip() == "1.000"  # verified: all tests pass
+    assert lines[("S_ut", "wrong", str(len(rows) - n_correct))].split("|")[9].strip() < "1.000"
+    # R_code of the correct refinements: the reward's formula over the S_cb the report used.
+    verified = [r for r in rows if r["verdict"] == "correct"]
+    s_cb = [codebleu_score(r["refinement"], [o["refinement"] for o in verified
+                                              if o["wrong_id"] == r["wrong_id"] and o["id"] != r["id"]])
+            for r in verified if any(o["wrong_id"] == r["wrong_id"] and o["id"] != r["id"] for o in verified)]
+    mean_r_code = float(np.mean(code_reward(np.array(s_cb), 1.0)))
+    assert lines[("R_code", "correct", str(len(s_cb)))].split("|")[4].strip() == f"{mean_r_code:.3f}"
+    assert explanation_reward(0.7) == 0.0  # the anchor the note names
+    assert "the range R_expl = (50 S_ex - 35)/3 was calibrated for" in md
+    png = (out / "figure3_reward_terms.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "figure3_reward_terms.png" in (out / "report.html").read_text()

@@ -331,8 +331,8 @@ def late_fixer(problems, fixed_in_round_1: int):
         attempt = int(previous[-1]) + 1 if previous else 1
         if attempt == 3 or index < fixed_in_round_1:
             return [f"Fixed.\n```python\n{problem.reference}\n```"] * n
-        return [f"Still wrong.\n```python\ndef {problem.entry_point}(*args, **kwargs):\n    return None  # attempt "
-                f"{attempt}\n```"] * n
+        wrong = f"def {problem.entry_point}(*args, **kwargs):\n    return None  # attempt {attempt}"
+        return [f"Still wrong.\n```python\n{wrong}\n```"] * n
 
     return respond
 

@@ -109,9 +109,7 @@ def test_tables_report_round_one_and_the_plot_all_rounds(tmp_path):
 def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
     """A real collection (mutation teacher) among the inputs gives the paper's Figure 3: quantiles of S_cb, S_ut,
     S_ex, R_code and R_expl for correct and wrong refinements, computed with the reward's functions."""
-    import numpy as np
-
-    from selfdebug.rewards import code_reward, codebleu_score, explanation_reward
+    from selfdebug.rewards import code_reward, explanation_reward
     from tests.test_collect import collect, records
 
     run = tmp_path / "runs" / "collect"
@@ -121,22 +119,24 @@ def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
     assert any(r["verdict"] == "wrong" for r in rows) and any(r["verdict"] == "correct" for r in rows)
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}",
-                           "figure3.max_records=1000"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "figure3.max_records=1000"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
     assert "## Reward terms over the training data (Figure 3): collect" in md
     lines = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in md.splitlines()
-             if line.startswith("| S_") or line.startswith("| R_")}
+             if line.startswith(("| S_", "| R_"))}
     n_correct = sum(r["verdict"] == "correct" for r in rows)
     assert lines[("S_ut", "correct", str(n_correct))].split("|")[4].strip() == "1.000"  # verified: all tests pass
     assert lines[("S_ut", "wrong", str(len(rows) - n_correct))].split("|")[9].strip() < "1.000"
-    # R_code of the correct refinements: the reward's formula over the S_cb the report used.
-    verified = [r for r in rows if r["verdict"] == "correct"]
-    s_cb = [codebleu_score(r["refinement"], [o["refinement"] for o in verified
-                                              if o["wrong_id"] == r["wrong_id"] and o["id"] != r["id"]])
-            for r in verified if any(o["wrong_id"] == r["wrong_id"] and o["id"] != r["id"] for o in verified)]
-    mean_r_code = float(np.mean(code_reward(np.array(s_cb), 1.0)))
-    assert lines[("R_code", "correct", str(len(s_cb)))].split("|")[4].strip() == f"{mean_r_code:.3f}"
+    # R_code and R_expl follow the reward's affine maps of the scores shown (means are linear in the scores).
+    def mean(metric: str, group: str) -> float:
+        return float(next(line for key, line in lines.items() if key[:2] == (metric, group)).split("|")[4])
+
+    for group in ("correct", "wrong"):
+        assert abs(mean("R_code", group) - float(code_reward(mean("S_cb", group), mean("S_ut", group)))) < 0.02
+        assert abs(mean("R_expl", group) - float(explanation_reward(mean("S_ex", group)))) < 0.02
+    assert 0.0 <= mean("S_cb", "correct") <= 1.0 and mean("S_cb", "wrong") < mean("S_cb", "correct")
     assert explanation_reward(0.7) == 0.0  # the anchor the note names
     assert "the range R_expl = (50 S_ex - 35)/3 was calibrated for" in md
     png = (out / "figure3_reward_terms.png").read_bytes()

@@ -336,15 +336,15 @@ def test_answer_text_round_trips_through_the_parser():
 APPS_ROWS = [
     {"problem_id": 1, "question": "Return the sum of the positive numbers in nums.",
      "starter_code": "class Solution:\n    def total(self, nums: list) -> int:\n        ",
-     "solutions": json.dumps(["class Solution:\n    def total(self, nums: list) -> int:\n        s = 0\n"
-                              "        for x in nums:\n            if x > 0:\n                s += x\n        return s\n"]),
+     "solutions": json.dumps([("class Solution:\n    def total(self, nums: list) -> int:\n        s = 0\n"
+                               "        for x in nums:\n            if x > 0:\n                s += x\n        return s\n")]),
      "input_output": json.dumps({"fn_name": "total", "inputs": [[[1, 2]], [[-1, 5]], [[0, -3]]],
                                  "outputs": [3, 5, 0]}), "difficulty": "introductory"},
     {"problem_id": 2, "question": "Return the largest gap between neighbours of nums.",
      "starter_code": "class Solution:\n    def gap(self, nums: list) -> int:\n        ",
-     "solutions": json.dumps(["class Solution:\n    def gap(self, nums: list) -> int:\n        best = 0\n"
-                              "        for i in range(1, len(nums)):\n            best = max(best, abs(nums[i] - "
-                              "nums[i - 1]))\n        return best\n"]),
+     "solutions": json.dumps([("class Solution:\n    def gap(self, nums: list) -> int:\n        best = 0\n"
+                               "        for i in range(1, len(nums)):\n            best = max(best, abs(nums[i] - "
+                               "nums[i - 1]))\n        return best\n")]),
      "input_output": json.dumps({"fn_name": "gap", "inputs": [[[1, 4, 2]], [[5]], [[0, -3, 3]]],
                                  "outputs": [3, 0, 6]}), "difficulty": "introductory"},
 ]

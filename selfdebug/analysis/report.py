@@ -334,13 +334,13 @@ def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
         sections.append(("Sweep cells (mean over seeds)", SW, sweeps))
     sections += fig3_sections
     notes = dict(zip([t for t, _, _ in fig3_sections], fig3_notes))
-    md = ["# selfdebug report", "", f"Runs: {len(evals)} evaluations, {len(trains)} training runs, "
-          f"{len(collections)} collected datasets.", ""]
+    counts = (f"Runs: {len(evals)} evaluations, {len(trains)} training runs, "
+              f"{len(collections)} collected datasets.")
+    md = ["# selfdebug report", "", counts, ""]
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>selfdebug report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}</style></head><body>",
-            "<h1>selfdebug report</h1>", f"<p>Runs: {len(evals)} evaluations, {len(trains)} training runs, "
-            f"{len(collections)} collected datasets.</p>"]
+            "<h1>selfdebug report</h1>", f"<p>{counts}</p>"]
     for title, header, rows in sections:
         md += [f"## {title}", "", _markdown_table(header, rows), ""]
         page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]

@@ -228,3 +228,88 @@ def test_problem_whose_reference_fails_is_skipped_and_counted(tmp_path):
     stats = json.loads((run_dir / "dataset" / "stats.json").read_text())
     assert [s["task_id"] for s in stats["skipped_problems"]] == ["MBPP/601"]
     assert stats["sources"]["mbpp"]["problems"] == 5
+
+
+# ------------------------------------------------------------------ the paper's collection: pooled students, few-shot teacher
+
+def pooled_responder(problems):
+    """Each student model writes its own wrong program; the teacher answers with the reference."""
+    teacher = http_responder(problems)
+
+    def respond(request):
+        messages = request["messages"]
+        if len(messages) == 1:
+            name = next(p.entry_point for p in problems if f"{p.entry_point}(" in messages[0]["content"])
+            return [f"```python\ndef {name}(*args):\n    return 'wrong-{request['model']}'\n```"] * request.get("n", 1)
+        return teacher(request)
+
+    return respond
+
+
+def test_pooled_students_and_a_few_shot_teacher(tmp_path):
+    """Two students sampled together (each record names its student), and a teacher prompted with two worked
+    explanation + refinement examples before each wrong program."""
+    problems = load_mbpp(data_dir() / "mbpp.jsonl", split="train")[:4]
+    run_dir = tmp_path / "run"
+    with FakeOpenAIServer(pooled_responder(problems)) as server:
+        students = []
+        for name in ("stu_a", "stu_b"):
+            students += [f"+model@students.{name}=openai", f"students.{name}.model={name}",
+                         f"students.{name}.base_url={server.base_url}", f"students.{name}.generator.backoff_base=0.01"]
+        overrides = http_overrides(server) + students + ["data.limit_per_source=4", "teacher.few_shot=2",
+                                                         "model.model=unused"]
+        proc = collect(run_dir, *overrides)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        student_models = {r.json["model"] for r in server.chat_requests if len(r.json["messages"]) == 1}
+        teacher_requests = [r.json["messages"] for r in server.chat_requests if r.json["model"] == "teacher"]
+    assert student_models == {"stu_a", "stu_b"}  # the model group's own student ("unused") is not asked
+    rows = records(run_dir)
+    assert {r["student"] for r in rows} == {"stu_a", "stu_b"}
+    for r in rows:
+        assert f"wrong-{r['student']}" in r["wrong_code"] and r["wrong_origin"] == "student"
+    assert len({r["wrong_id"] for r in rows}) == 2 * 4  # one distinct wrong program per student and problem
+    from selfdebug.collect.teachers.worked import WORKED_EXAMPLES
+
+    assert teacher_requests
+    for messages in teacher_requests:
+        assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"] * 2 + \
+            ["user", "assistant", "user"]
+        for ex, answer in zip(WORKED_EXAMPLES[:2], (messages[3], messages[7])):
+            assert ex.explanation in answer["content"] and "```python" in answer["content"]
+        assert WORKED_EXAMPLES[0].feedback in messages[2]["content"]
+    stats = json.loads((run_dir / "dataset" / "stats.json").read_text())
+    assert stats["records"] == len(rows)
+
+
+def test_worked_examples_show_the_sandbox_feedback_and_fixes_that_pass():
+    """The teacher's worked examples carry the feedback our sandbox gives for their wrong programs, and each
+    fix (the reference) passes."""
+    from selfdebug.collect.teachers.worked import WORKED_EXAMPLES, worked_examples
+    from selfdebug.execution import Sandbox, SandboxConfig
+
+    pool = load_mbpp(data_dir() / "mbpp.jsonl", split="prompt")
+    examples = worked_examples(pool, len(WORKED_EXAMPLES))
+    with Sandbox(SandboxConfig()) as sandbox:
+        wrong = sandbox.run_batch([(code, problem.tests) for problem, code, _, _, _ in examples])
+        fixed = sandbox.run_batch([(fix, problem.tests) for problem, _, _, _, fix in examples])
+    assert [r.feedback for r in wrong] == [feedback for _, _, feedback, _, _ in examples]
+    assert not any(r.passed for r in wrong) and all(r.passed for r in fixed)
+    assert [p.task_id for p, *_ in worked_examples(pool, 2, exclude="MBPP/2")] == ["MBPP/3", "MBPP/4"]
+
+
+def test_paper_collection_preset_composes():
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.core.cli  # noqa: F401 - registers the sanitize resolver
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("collect", overrides=["+exp=[collect_paper,collect_codellama34b]"])
+        paper = compose("collect", overrides=["data=paper"])
+    assert sorted(cfg.students) == ["codellama_7b", "starcoder_15b"]
+    assert cfg.students.codellama_7b.generator.model_name_or_path == "codellama/CodeLlama-7b-hf"
+    assert cfg.students.starcoder_15b.generator.model_name_or_path == "bigcode/starcoder"
+    assert all(s.chat_format == "starchat" for s in cfg.students.values())
+    assert (cfg.n_initial, cfg.few_shot, cfg.initial_sampling.temperature, cfg.m_refinements) == (20, 3, 1.0, 10)
+    assert cfg.teacher.name_or_path == "codellama/CodeLlama-34b-hf" and cfg.teacher.teacher.few_shot == 3
+    assert cfg.teacher.teacher.generator.chat_format == "starchat" and cfg.teacher.temperature == 0.8
+    assert paper.data.limit_per_source is None and dict(paper.data.limits) == {"apps": 5000}

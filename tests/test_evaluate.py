@@ -312,3 +312,82 @@ def test_full_mbpp_mutant_benchmark(tmp_path):
     assert len(problems) == payload["counts"]["kept"] >= 495
     assert all(p.metadata["split"] == "test" and 11 <= p.metadata["mbpp_task_id"] <= 510 for p in problems)
     assert len({p.metadata["source_task_id"] for p in problems}) == len(problems)
+
+
+# ------------------------------------------------------------------ the paper's reported round, few-shot prompts
+
+def late_fixer(problems, fixed_in_round_1: int):
+    """Wrong code first; each refinement is wrong again (marked with its attempt number) until the third,
+    except for the first ``fixed_in_round_1`` problems, which the first refinement fixes."""
+    by_entry = {p.entry_point: (i, p) for i, p in enumerate(problems)}
+
+    def respond(request):
+        messages = request["messages"]
+        index, problem = next(v for name, v in by_entry.items() if f"def {name}(" in messages[0]["content"])
+        n = request.get("n", 1)
+        if len(messages) == 1:
+            return [f"```python\ndef {problem.entry_point}(*args, **kwargs):\n    return None\n```"] * n
+        previous = re.findall(r"# attempt (\d+)", messages[1]["content"])  # the program being refined
+        attempt = int(previous[-1]) + 1 if previous else 1
+        if attempt == 3 or index < fixed_in_round_1:
+            return [f"Fixed.\n```python\n{problem.reference}\n```"] * n
+        wrong = f"def {problem.entry_point}(*args, **kwargs):\n    return None  # attempt {attempt}"
+        return [f"Still wrong.\n```python\n{wrong}\n```"] * n
+
+    return respond
+
+
+def test_results_report_round_one_as_the_paper_does(tmp_path):
+    """Tables 2-4 are one round of refinement: results.json's headline figures are round 1's, the later
+    rounds stay in ``rounds`` and in the ``_final`` figures."""
+    problems = load_humaneval()[:3]
+    with FakeOpenAIServer(late_fixer(problems, fixed_in_round_1=1)) as server:
+        proc = evaluate(tmp_path, "model=openai", "model.model=late", f"model.base_url={server.base_url}", "limit=3",
+                        "n_samples=1", "rounds=3", "ks=[1]", "logger=none")
+    assert proc.returncode == 0, proc.stderr
+    res = results(tmp_path)
+    assert [round(r["pass@1"]["value"], 2) for r in res["rounds"]] == [0.0, 33.33, 33.33, 100.0]
+    assert round(res["success_refinement_rate"], 2) == 33.33 and res["success_refinement_rate_final"] == 100.0
+    assert round(res["pass@k_round1"]["pass@1"], 2) == 33.33 and res["pass@k_final"]["pass@1"] == 100.0
+    assert "pass@1 0.00 -> 33.33 (round 1)" in proc.stdout
+
+
+def test_paper_eval_preset_samples_at_temperature_only():
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.core.cli  # noqa: F401 - registers the sanitize resolver
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["+exp=paper_eval"])
+        base = compose("evaluate", overrides=["+exp=paper_eval_base", "model=codellama_7b"])
+    for c in (cfg, base):
+        assert (c.n_samples, c.rounds, list(c.ks)) == (100, 3, [1, 10])
+        assert c.sampling.temperature == 0.8 and c.sampling.top_p == 1.0
+        assert c.refine_sampling.temperature == 0.8 and c.refine_sampling.top_p == 1.0
+    assert cfg.few_shot == 0 and base.few_shot == 3 and base.model.chat_format == "starchat"
+
+
+def test_few_shot_initial_prompt_never_shows_the_evaluated_problem(tmp_path):
+    """few_shot=3 on MBPP's prompt split (the pool the examples come from): each request carries three worked
+    examples with their reference solutions, and never the problem it asks about."""
+    from selfdebug.problems import load_mbpp
+
+    pool = load_mbpp(None, split="prompt")
+    with FakeOpenAIServer(lambda request: ["```python\npass\n```"] * request.get("n", 1)) as server:
+        proc = evaluate(tmp_path, "model=openai", "model.model=fs", f"model.base_url={server.base_url}",
+                        "benchmark=mbpp", "benchmark.loader.split=prompt", "limit=4", "n_samples=1", "rounds=0", "ks=[1]",
+                        "few_shot=3", "logger=none")
+        requests = [r.json["messages"] for r in server.chat_requests]
+    assert proc.returncode == 0, proc.stderr
+    assert len(requests) == 4
+    for messages, problem in zip(requests, pool[:4]):
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
+        asked = messages[-1]["content"]
+        assert problem.prompt in asked
+        shown = "\n".join(m["content"] for m in messages[:-1])
+        assert problem.prompt not in shown and problem.reference.strip() not in shown
+        expected = [p for p in pool if p.task_id != problem.task_id][:3]
+        assert all(p.reference.strip() in shown for p in expected)
+    assert results(tmp_path)["few_shot"] == 3
+    bad = evaluate(tmp_path / "bad", "model=reference", "limit=1", "few_shot=10", "logger=none")
+    assert bad.returncode == 2 and "few_shot = 10" in bad.stderr

@@ -101,3 +101,51 @@ def test_resolve_dtype():
     assert resolve_dtype(torch.float16, "cpu") == torch.float16
     with pytest.raises(ConfigError, match="model.dtype"):
         resolve_dtype("int3", "cpu")
+
+
+# ------------------------------------------------------------------ the paper's backbones in conf/model
+
+def _model_cfg(option: str):
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.core.cli  # noqa: F401 - registers the sanitize resolver
+    from tests.conftest import REPO
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=[f"model={option}"]).model
+
+
+@pytest.mark.parametrize("option,checkpoint,chat_format", [
+    ("codellama_7b", "codellama/CodeLlama-7b-hf", "starchat"),
+    ("codellama_13b", "codellama/CodeLlama-13b-hf", "starchat"),
+    ("starcoder_15b", "bigcode/starcoder", "starchat"),
+    ("codellama_7b_instruct", "codellama/CodeLlama-7b-Instruct-hf", "template"),
+    ("codellama_13b_instruct", "codellama/CodeLlama-13b-Instruct-hf", "template"),
+])
+def test_paper_backbones_are_base_checkpoints_with_starchat_turns(option, checkpoint, chat_format):
+    model = _model_cfg(option)
+    assert model.name == option and model.name_or_path == checkpoint
+    assert model.generator.model_name_or_path == checkpoint and model.generator.chat_format == chat_format
+
+
+def test_generator_renders_starchat_turns_for_a_base_preset(tiny_cache_dir, tiny_model_dir, tmp_path):
+    """A base preset's generator (chat_format from the model config) renders StarChat turns although the
+    checkpoint's tokenizer has a chat template; the Instruct setting keeps the template."""
+    import hydra
+    from transformers import AutoTokenizer
+
+    ckpt = tmp_path / "templated"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, ckpt)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tok.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    tok.save_pretrained(ckpt)
+    msgs = [{"role": "user", "content": "U"}]
+    for option, expected in (("codellama_7b", "<|user|>\nU<|end|>\n<|assistant|>\n"),
+                             ("codellama_7b_instruct", "[INST] U [/INST]")):
+        gen_cfg = _model_cfg(option).generator
+        gen_cfg.model_name_or_path, gen_cfg.device, gen_cfg.dtype, gen_cfg.show_progress = str(ckpt), "cpu", "auto", False
+        generator = hydra.utils.instantiate(gen_cfg)
+        assert generator.render(msgs) == expected, option
+        generator.close()

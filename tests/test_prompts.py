@@ -126,3 +126,50 @@ def test_assemble_humaneval_full_function_keeps_imports():
 def test_assemble_standalone_is_unchanged():
     code = "def add(a, b):\n    return a + b\n"
     assert assemble_program(MBPP, code) == code
+
+
+# ------------------------------------------------------------------ chat format, few-shot picks, teacher examples
+
+def test_starchat_format_drops_a_chat_template(tiny_model_dir):
+    """chat_format=starchat renders StarChat turns even for a tokenizer that ships a chat template."""
+    from transformers import AutoTokenizer
+
+    from selfdebug.core.errors import ConfigError
+    from selfdebug.core.prompts import apply_chat_format
+
+    msgs = [{"role": "user", "content": "U"}]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    assert render_chat(msgs, apply_chat_format(tok, "template")) == "[INST] U [/INST]"
+    assert render_chat(msgs, apply_chat_format(tok, "starchat")) == "<|user|>\nU<|end|>\n<|assistant|>\n"
+    with pytest.raises(ConfigError, match="model.chat_format"):
+        apply_chat_format(tok, "chatml")
+
+
+def test_pick_examples_never_shows_the_problem_itself():
+    from selfdebug.core.prompts import pick_examples
+
+    other = Problem(task_id="mbpp/2", source="mbpp", prompt="Write a function to subtract.",
+                    tests=Suite("assert", ("assert sub(2, 1) == 1",)), reference="def sub(a, b):\n    return a - b\n")
+    same_text = Problem(task_id="copy/1", source="x", prompt=MBPP.prompt, tests=MBPP.tests, reference="x = 1\n")
+    pool = [MBPP, same_text, other, HUMANEVAL]
+    assert pick_examples(pool, MBPP, 2) == [other, HUMANEVAL]
+    assert pick_examples(pool, other, 2) == [MBPP, same_text]
+    msgs = initial_messages(MBPP, pick_examples(pool, MBPP, 1))
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert "return a - b" in msgs[1]["content"] and "return a + b" not in "".join(m["content"] for m in msgs)
+
+
+def test_few_shot_refine_messages_show_finished_exchanges():
+    from selfdebug.core.prompts import few_shot_refine_messages, refine_answer
+
+    ex = (MBPP, "def add(a, b):\n    return a - b\n", "Failed test: assert add(1, 2) == 3\nActual output: -1",
+          "It subtracts instead of adding.", MBPP.reference)
+    msgs = few_shot_refine_messages([ex], HUMANEVAL, "    return 0\n", "Failed", "explain_refine")
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert msgs[3]["content"] == refine_answer(MBPP.reference, "It subtracts instead of adding.")
+    assert parse_completion(msgs[3]["content"]) == ParsedCompletion("It subtracts instead of adding.",
+                                                                    MBPP.reference)
+    assert msgs[4:] == refine_messages(HUMANEVAL, "    return 0\n", "Failed", "explain_refine")
+    refine_only = few_shot_refine_messages([ex], HUMANEVAL, "    return 0\n", "Failed", "refine")
+    assert refine_only[3]["content"] == refine_answer(MBPP.reference)

@@ -83,3 +83,62 @@ def test_report_shows_repair_benchmarks_by_bug_type(tmp_path):
     assert mutant_rows and all(line.endswith("| 0.00 → 100.00 |") for line in mutant_rows)
     assert "| reference | explain_refine | humanevalfix | 0.00 | 100.00 |" in md  # Table 2 row
     assert (out / "pass_by_round_mbpp_mutants.png").is_file()
+
+
+def test_tables_report_round_one_and_the_plot_all_rounds(tmp_path):
+    """Tables 2 and 4 read round 1 (the paper's tables are one round); the by-round plot keeps all three."""
+    from tests.test_evaluate import evaluate, late_fixer
+
+    problems = load_humaneval()[:3]
+    with FakeOpenAIServer(late_fixer(problems, fixed_in_round_1=1)) as server:
+        proc = evaluate(tmp_path / "runs" / "late", "model=openai", "model.model=late",
+                        f"model.base_url={server.base_url}", "limit=3", "n_samples=1", "rounds=3", "ks=[1]",
+                        "logger=none", "label=late")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "| late | explain_refine | humaneval | 0.00 | 33.33 | - | - | 3 |" in md  # Table 2: round 1, not 100
+    assert "| late | explain_refine | humaneval | 3 | 33.33 |" in md  # Table 4: round 1's success rate
+    assert "pass@1 refined (round 1)" in md and "success refinement rate, round 1 (%)" in md
+    assert (out / "pass_by_round_humaneval.png").stat().st_size > 10_000
+
+
+def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
+    """A real collection (mutation teacher) among the inputs gives the paper's Figure 3: quantiles of S_cb, S_ut,
+    S_ex, R_code and R_expl for correct and wrong refinements, computed with the reward's functions."""
+    from selfdebug.rewards import code_reward, explanation_reward
+    from tests.test_collect import collect, records
+
+    run = tmp_path / "runs" / "collect"
+    proc = collect(run, "+exp=collect_quickstart", "data.limit_per_source=6", "logger=none", "progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = records(run)
+    assert any(r["verdict"] == "wrong" for r in rows) and any(r["verdict"] == "correct" for r in rows)
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}",
+                           "figure3.max_records=1000"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "## Reward terms over the training data (Figure 3): collect" in md
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in md.splitlines()
+             if line.startswith(("| S_", "| R_"))}
+    n_correct = sum(r["verdict"] == "correct" for r in rows)
+    assert lines[("S_ut", "correct", str(n_correct))].split("|")[4].strip() == "1.000"  # verified: all tests pass
+    assert lines[("S_ut", "wrong", str(len(rows) - n_correct))].split("|")[9].strip() < "1.000"
+    # R_code and R_expl follow the reward's affine maps of the scores shown (means are linear in the scores).
+    def mean(metric: str, group: str) -> float:
+        return float(next(line for key, line in lines.items() if key[:2] == (metric, group)).split("|")[4])
+
+    for group in ("correct", "wrong"):
+        assert abs(mean("R_code", group) - float(code_reward(mean("S_cb", group), mean("S_ut", group)))) < 0.02
+        assert abs(mean("R_expl", group) - float(explanation_reward(mean("S_ex", group)))) < 0.02
+    assert 0.0 <= mean("S_cb", "correct") <= 1.0 and mean("S_cb", "wrong") < mean("S_cb", "correct")
+    assert explanation_reward(0.7) == 0.0  # the anchor the note names
+    assert "the range R_expl = (50 S_ex - 35)/3 was calibrated for" in md
+    png = (out / "figure3_reward_terms.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "figure3_reward_terms.png" in (out / "report.html").read_text()

@@ -5,12 +5,16 @@
 It reads every evaluation (``results.json``) and training run (``metrics.jsonl`` with a ``stage`` in its
 ``.hydra/config.yaml``) under the given folders and writes:
 
-- Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after refinement;
-- Table 4: success refinement rate;
+- Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after one round
+  of refinement (the paper's tables are one round; later rounds are in the by-round plot, its Fig. 4);
+- Table 4: success refinement rate of round 1;
 - repair benchmarks (``benchmark=humanevalfix|mbpp_mutants``): pass@1 by round per bug type;
 - explanation quality scored by the LLM judge (``judge=openai|hf``), correctness and helpfulness 1-5;
 - pass@k by refinement round per model (PNG), and reward terms and KL over training steps (PNG);
-- sweep summaries: runs that differ only in ``seed`` form a cell; mean and 95% confidence interval per cell.
+- sweep summaries: runs that differ only in ``seed`` form a cell; mean and 95% confidence interval per cell;
+- for each collected dataset among the inputs (``dataset/stats.json``): the paper's Figure 3, the distributions
+  of S_cb, S_ut, S_ex, R_code and R_expl over its records, correct vs wrong refinements (PNG + quantile table;
+  ``figure3.max_records`` caps the records scored, ``figure3.explanation_model`` picks the embedder).
 
 A user without W&B gets the same picture from the files alone.
 """
@@ -75,23 +79,36 @@ def _value(entry: dict, key: str) -> float | None:
     return None if v is None else v["value"]
 
 
+REPORTED_ROUND = 1  # the paper's Tables 2-4 are one round of refinement
+
+
+def _round(results: dict, index: int) -> dict | None:
+    return next((r for r in results["rounds"] if r["round"] == index), None)
+
+
 def table2_rows(evals: list[dict]) -> list[list]:
+    """pass@1 / pass@10 of the initial code and after round 1 (read from ``rounds``, so results.json files
+    written before round 1 was the reported one read the same way)."""
     rows = []
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
         rounds = e["results"]["rounds"]
-        first, last = rounds[0], rounds[-1]
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append([e["label"], e["mode"], e["benchmark"], fmt(_value(first, "pass@1")), fmt(_value(last, "pass@1")),
-                     fmt(_value(first, "pass@10")), fmt(_value(last, "pass@10")), len(rounds) - 1])
+        first, refined = rounds[0], _round(e["results"], REPORTED_ROUND) or {}
+        rows.append([e["label"], e["mode"], e["benchmark"], fmt(_value(first, "pass@1")),
+                     fmt(_value(refined, "pass@1")), fmt(_value(first, "pass@10")), fmt(_value(refined, "pass@10")),
+                     len(rounds) - 1])
     return rows
 
 
 def table4_rows(evals: list[dict]) -> list[list]:
+    """The success refinement rate of round 1: the share of wrong initial programs fixed by one refinement."""
     rows = []
     for e in sorted(evals, key=lambda e: (e["label"], e["mode"], e["benchmark"])):
         res = e["results"]
+        refined = _round(res, REPORTED_ROUND)
+        rate = refined.get("refinement", {}).get("cumulative_rate") if refined else None
         rows.append([e["label"], e["mode"], e["benchmark"], res.get("initial_wrong", "-"),
-                     f"{res.get('success_refinement_rate', 0.0):.2f}"])
+                     "-" if rate is None else f"{rate:.2f}"])
     return rows
 
 
@@ -257,20 +274,51 @@ def _html_table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined", "pass@10 initial", "pass@10 refined", "rounds"]
-T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate (%)"]
+T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined (round 1)", "pass@10 initial",
+      "pass@10 refined (round 1)", "rounds run"]
+T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate, round 1 (%)"]
 TB = ["model", "mode", "benchmark", "start", "bug type", "problems", "pass@1 by round (0 → R)"]
 TJ = ["model", "mode", "benchmark", "judge", "explanations scored", "unparsed", "correctness (1-5)",
       "helpfulness (1-5)"]
 SW = ["kind", "benchmark", "cell (overrides, seed excluded)", "metric", "seeds", "mean", "95% CI"]
 
 
-def write_report(paths: list[Path], out: Path) -> dict:
+def figure3_sections(collections: list[Path], out: Path, max_records: int, explanation_model: str | None,
+                     seed: int) -> tuple[list[tuple], list[Path], list[str]]:
+    """(table sections, PNGs, notes) of the paper's Figure 3, one per collected dataset."""
+    from selfdebug.analysis import figure3
+    from selfdebug.rewards import ExplanationScorer
+
+    scorer = ExplanationScorer(explanation_model)
+    sections, plots, notes = [], [], []
+    for i, dataset in enumerate(collections):
+        result = figure3.score_dataset(dataset, scorer, max_records=max_records, seed=seed)
+        name = dataset.parent.name or f"collection{i}"
+        suffix = f"_{i}" if len(collections) > 1 else ""
+        title = (f"Reward terms over the training data (Figure 3): {name}, {result.scored} of {result.eligible} "
+                 f"records with another verified refinement of the same wrong program ({result.records} in all)")
+        sections.append((title, figure3.QUANTILE_HEADER, figure3.quantile_rows(result)))
+        notes.append(figure3.scale_note(result))
+        if result.scored:
+            plots.append(figure3.plot(result, out / f"figure3_reward_terms{suffix}.png"))
+    return sections, plots, notes
+
+
+def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
+                 explanation_model: str | None = None, seed: int = 0) -> dict:
+    from selfdebug.analysis.figure3 import find_collections
+
     evals, trains = find_runs(paths)
-    if not evals and not trains:
-        raise DataError(f"no run dirs (results.json or training metrics.jsonl) under {', '.join(map(str, paths))}")
+    collections = find_collections(paths) if figure3_max_records > 0 else []
+    if not evals and not trains and not collections:
+        raise DataError(f"no run dirs (results.json, training metrics.jsonl or a collected dataset) under "
+                        f"{', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
     plots = (plot_pass_by_round(evals, out) if evals else []) + plot_training(trains, out)
+    fig3_sections, fig3_plots, fig3_notes = (figure3_sections(collections, out, figure3_max_records,
+                                                              explanation_model, seed)
+                                             if collections else ([], [], []))
+    plots += fig3_plots
     sections = []
     if evals:
         sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
@@ -284,23 +332,30 @@ def write_report(paths: list[Path], out: Path) -> dict:
     sweeps = sweep_rows(evals, trains)
     if sweeps:
         sections.append(("Sweep cells (mean over seeds)", SW, sweeps))
-    md = ["# selfdebug report", "", f"Runs: {len(evals)} evaluations, {len(trains)} training runs.", ""]
+    sections += fig3_sections
+    notes = dict(zip([t for t, _, _ in fig3_sections], fig3_notes))
+    counts = (f"Runs: {len(evals)} evaluations, {len(trains)} training runs, "
+              f"{len(collections)} collected datasets.")
+    md = ["# selfdebug report", "", counts, ""]
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>selfdebug report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}</style></head><body>",
-            "<h1>selfdebug report</h1>", f"<p>Runs: {len(evals)} evaluations, {len(trains)} training runs.</p>"]
+            "<h1>selfdebug report</h1>", f"<p>{counts}</p>"]
     for title, header, rows in sections:
         md += [f"## {title}", "", _markdown_table(header, rows), ""]
         page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+        if title in notes:
+            md += [notes[title], ""]
+            page.append(f"<p>{html.escape(notes[title])}</p>")
     if plots:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
         page += ["<h2>Plots</h2>"] + [f"<p><img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'></p>" for p in plots]
-    md += ["## Runs", ""] + [f"- `{r['dir']}`" for r in evals + trains]
+    md += ["## Runs", ""] + [f"- `{r['dir']}`" for r in evals + trains] + [f"- `{c}`" for c in collections]
     page.append("</body></html>")
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "report.html").write_text("\n".join(page) + "\n")
     return {"markdown": out / "report.md", "html": out / "report.html", "plots": plots,
-            "evaluations": len(evals), "training_runs": len(trains)}
+            "evaluations": len(evals), "training_runs": len(trains), "collections": len(collections)}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -310,9 +365,16 @@ def run(cfg: DictConfig) -> dict:
     missing = [str(p) for p in runs if not p.exists()]
     if missing:
         raise ConfigError(f"runs: no such folder: {', '.join(missing)}")
-    info = write_report(runs, Path(options.text(cfg, "out", "out=outputs/report")))
+    fig3 = cfg.get("figure3") or {}
+    max_records, seed, model = fig3.get("max_records", 200), fig3.get("seed", 0), fig3.get("explanation_model")
+    for key, value in (("max_records", max_records), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"figure3.{key} = {value!r}; it must be a whole number >= 0")
+    info = write_report(runs, Path(options.text(cfg, "out", "out=outputs/report")), figure3_max_records=max_records,
+                        explanation_model=None if model is None else str(model), seed=seed)
     print(f"report: {info['markdown']} and {info['html']} ({info['evaluations']} evaluations, "
-          f"{info['training_runs']} training runs, {len(info['plots'])} plots)")
+          f"{info['training_runs']} training runs, {info['collections']} collected datasets, "
+          f"{len(info['plots'])} plots)")
     return info
 
 

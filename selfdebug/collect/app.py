@@ -36,16 +36,42 @@ def settings_from_config(cfg: DictConfig):
         initial_sampling=SamplingParams(**OmegaConf.to_container(cfg.initial_sampling, resolve=True)),
         mutants_per_problem=int(cfg.mutants_per_problem),
         max_wrong_per_problem=None if cfg.max_wrong_per_problem is None else int(cfg.max_wrong_per_problem),
+        few_shot=int(cfg.few_shot or 0),
         chunk_problems=int(cfg.chunk_problems), chunk_wrong=int(cfg.chunk_wrong), mode=str(cfg.teacher.mode),
         seed=int(cfg.seed), shard_size=int(cfg.shard_size), timeout_factor=float(cfg.timeout_factor),
         min_timeout=float(cfg.min_timeout))
 
 
+def source_limit(cfg: DictConfig, name: str) -> int | None:
+    """The cap on source ``name``: ``data.limits.<name>`` if set, else ``data.limit_per_source`` (null: none);
+    with both, the smaller."""
+    caps = [cfg.data.get("limit_per_source"), (cfg.data.get("limits") or {}).get(name)]
+    caps = [int(c) for c in caps if c is not None]
+    return min(caps) if caps else None
+
+
+def student_configs(cfg: DictConfig) -> dict:
+    """``{name: model config}`` of the students: ``students`` (pooled, e.g. ``+model@students.codellama_7b=
+    codellama_7b``) when set, else the ``model`` group alone."""
+    students = cfg.get("students")
+    if not students:
+        return {str(cfg.model.name): cfg.model}
+    bad = [name for name, c in students.items() if not isinstance(c, DictConfig) or c.get("generator") is None]
+    if bad:
+        raise ConfigError(f"students.{bad[0]}: not a model config with a generator; add a student with "
+                          "+model@students.NAME=<model option>, e.g. +model@students.codellama_7b=codellama_7b")
+    return dict(students.items())
+
+
 def load_sources(cfg: DictConfig) -> list:
     problems, seen = [], set()
+    unknown = set((cfg.data.get("limits") or {}).keys()) - set(cfg.data.sources.keys())
+    if unknown:
+        raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
+                          f"({sorted(cfg.data.sources.keys())})")
     for name, loader in cfg.data.sources.items():
         loaded = hydra.utils.instantiate(loader)
-        limit = cfg.data.get("limit_per_source")
+        limit = source_limit(cfg, name)
         if limit is not None:
             loaded = loaded[: int(limit)]
         for p in loaded:
@@ -117,9 +143,11 @@ def run(cfg: DictConfig) -> dict:
     sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     problems = load_sources(cfg)
     problems, decontam = decontaminate(cfg, problems)
-    examples = hydra.utils.instantiate(cfg.data.few_shot)[: int(cfg.few_shot)] if cfg.few_shot else []
+    # The whole pool: each prompt takes few_shot of it that are not its own problem.
+    examples = hydra.utils.instantiate(cfg.data.few_shot) if settings.few_shot else []
     teacher = hydra.utils.instantiate(cfg.teacher.teacher)
-    student = hydra.utils.instantiate(cfg.model.generator) if settings.n_initial > 0 else None
+    student = ({name: hydra.utils.instantiate(c.generator) for name, c in student_configs(cfg).items()}
+               if settings.n_initial > 0 else None)
     if student is None and settings.mutants_per_problem == 0:
         raise ConfigError("n_initial = 0 and mutants_per_problem = 0: nothing would make wrong programs")
     work_dir = run_dir / "work"
@@ -138,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
                      settings.m_refinements)
             sampling = {"teacher_temperature": float(cfg.teacher.get("temperature", 0.0) or 0.0),
                         "m": settings.m_refinements, "student_temperature": settings.initial_sampling.temperature,
-                        "n_initial": settings.n_initial}
+                        "n_initial": settings.n_initial, "students": sorted(student or {})}
             failed = teacher_stage(wrongs, teacher, sandbox, settings, work_dir, sampling, timeouts)
             sandbox_stats = sandbox.stats()
         if failed:
@@ -150,7 +178,7 @@ def run(cfg: DictConfig) -> dict:
                          {"skipped_problems": skipped, "decontamination": {k: v for k, v in decontam.items()
                                                                           if k != "matches"},
                           "teacher": teacher.name, "teacher_model": teacher.model, "sandbox": sandbox_stats},
-                         student_name=getattr(student, "name", "none"))
+                         student_name="+".join(student) if student else "none")
         for source, s in stats["sources"].items():
             logger.log({f"{source}/{k}": v for k, v in s.items()}, step=1)
         logger.summary({"records": stats["records"], "records_correct": stats["records_correct"],
@@ -162,8 +190,8 @@ def run(cfg: DictConfig) -> dict:
     finally:
         logger.finish(exit_code)
         teacher.close()
-        if student is not None:
-            student.close()
+        for generator in (student or {}).values():
+            generator.close()
     print(f"{stats['records']} trajectories ({stats['records_correct']} correct) -> {out_dir}", flush=True)
     return stats
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from selfdebug.collect.teachers.base import Teacher, WrongSolution
 from selfdebug.core.errors import ConfigError, SelfDebugError
-from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion
+from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion, pick_examples
 from selfdebug.core.tracking import write_json_atomic
 from selfdebug.execution import Sandbox
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
@@ -45,7 +45,8 @@ RECORD_FIELDS = ("id", "problem_id", "source", "problem", "entry_point", "tests"
 
 @dataclass
 class CollectSettings:
-    n_initial: int = 20  # student samples per problem (paper: 20 at temperature 1.0)
+    n_initial: int = 20  # samples per problem from each student (paper: 20 at temperature 1.0)
+    few_shot: int = 3  # worked examples in the student's prompt (paper: 3-shot)
     initial_sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=1.0))
     m_refinements: int = 10  # teacher samples per wrong program (paper: 10 at temperature 0.8)
     mutants_per_problem: int = 0  # wrong programs a mutation teacher injects per problem
@@ -61,7 +62,7 @@ class CollectSettings:
     min_timeout: float = 2.0
 
     def __post_init__(self) -> None:
-        for key in ("n_initial", "m_refinements", "mutants_per_problem"):
+        for key in ("n_initial", "m_refinements", "mutants_per_problem", "few_shot"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} = {getattr(self, key)}; it must be >= 0")
         for key in ("chunk_problems", "chunk_wrong", "shard_size"):
@@ -123,9 +124,21 @@ def verify_references(problems: list[Problem], sandbox: Sandbox,
 
 # ------------------------------------------------------------------------------------------------ stage 1
 
-def solutions_stage(problems: list[Problem], student: Generator | None, teacher: Teacher, sandbox: Sandbox,
+def as_students(student) -> dict[str, Generator]:
+    """``{name: generator}`` from None (no student), one generator, or a mapping (pooled students)."""
+    if student is None:
+        return {}
+    if isinstance(student, Generator):
+        return {student.name: student}
+    return dict(student)
+
+
+def solutions_stage(problems: list[Problem], student, teacher: Teacher, sandbox: Sandbox,
                     settings: CollectSettings, work_dir: Path, examples: list[Problem] = (),
                     timeouts: dict[str, float] | None = None) -> None:
+    """``student``: None, one generator, or ``{name: generator}`` whose samples are pooled (the paper samples
+    wrong code from StarCoder and CodeLlama together); each program remembers the student that wrote it.
+    ``examples``: the few-shot pool; each prompt takes ``settings.few_shot`` of them, never its own problem."""
     out_dir = work_dir / "solutions"
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = _chunks(problems, settings.chunk_problems)
@@ -140,23 +153,26 @@ def solutions_stage(problems: list[Problem], student: Generator | None, teacher:
 
 
 def _sample_and_judge(chunk, chunk_index, student, teacher, sandbox, settings, examples, timeouts):
-    completions = [[] for _ in chunk]
-    if student is not None and settings.n_initial > 0:
+    completions = [[] for _ in chunk]  # per problem: (student name, completion) in a fixed order
+    if settings.n_initial > 0:
         params = replace(settings.initial_sampling, n=settings.n_initial, seed=settings.seed + chunk_index)
-        requests = [GenerationRequest(initial_messages(p, examples), p) for p in chunk]
-        completions = student.generate(requests, params)
+        requests = [GenerationRequest(initial_messages(p, pick_examples(examples, p, settings.few_shot)), p)
+                    for p in chunk]
+        for name, generator in as_students(student).items():
+            for pi, texts in enumerate(generator.generate(requests, params)):
+                completions[pi] += [(name, text) for text in texts]
     per_problem = []
     jobs = []  # (problem index, entry) to judge
     for pi, (problem, texts) in enumerate(zip(chunk, completions)):
         samples, unique = [], {}
-        for si, text in enumerate(texts):
+        for si, (name, text) in enumerate(texts):
             code = parse_completion(text).code
             program = assemble_program(problem, code) if code is not None else ""
             norm = _digest(normalize_program(program))
-            samples.append({"index": si, "norm_id": norm})
-            if norm not in unique:
+            samples.append({"index": si, "norm_id": norm, "student": name})
+            if norm not in unique:  # a program several students wrote is judged once, named after the first
                 unique[norm] = {"norm_id": norm, "program": clean_text(program), "completion": clean_text(text),
-                                "origin": "student"}
+                                "origin": "student", "student": name}
                 jobs.append((pi, unique[norm]))
         mutants = []
         for code, meta in teacher.propose_wrong(problem, settings.mutants_per_problem):
@@ -199,7 +215,7 @@ def wrong_solutions(solution_rows: list[dict], problems_by_id: dict[str, Problem
             wrongs.append(WrongSolution(solution_id=_digest(problem.task_id, e["program"]), problem=problem,
                                         code=e["program"], feedback=e["feedback"], status=e["status"],
                                         n_passed=e["n_passed"], n_tests=e["n_tests"], origin=e["origin"],
-                                        mutation=e.get("mutation")))
+                                        mutation=e.get("mutation"), student=e.get("student")))
     return wrongs
 
 
@@ -254,11 +270,18 @@ def _judge_refinements(chunk, samples, teacher, sandbox, settings, sampling, chu
             "feedback": wrong.feedback, "wrong_status": wrong.status, "wrong_n_passed": wrong.n_passed,
             "explanation": explanation, "refinement": program, "verdict": "correct" if res.passed else "wrong",
             "status": res.status, "n_passed": res.n_passed, "n_tests": res.n_tests, "teacher": teacher.name,
-            "teacher_model": teacher.model, "sample_index": j, "sampling": sampling, "mutation": wrong.mutation})
+            "teacher_model": teacher.model, "sample_index": j, "sampling": sampling, "mutation": wrong.mutation,
+            **problem_fields(p), "student": wrong.student})
     return records, dict(reasons)
 
 
 # ------------------------------------------------------------------------------------------------ stage 3
+
+def problem_fields(p: Problem) -> dict:
+    """What a record needs beyond task text, entry point and tests to rebuild the prompt it was collected with
+    (``selfdebug.train.data.record_problem``): the starter code and the tests shown in the prompt."""
+    return {"starter_code": p.starter_code, "tests_shown": list(p.tests_shown)}
+
 
 def finalize(solution_rows: list[dict], problems: list[Problem], wrongs: list[WrongSolution], work_dir: Path,
              n_teacher_chunks: int, out_dir: Path, settings: CollectSettings, extra_stats: dict,
@@ -277,8 +300,9 @@ def finalize(solution_rows: list[dict], problems: list[Problem], wrongs: list[Wr
             if e["passed"]:
                 codegen.append({"id": _digest(p.task_id, e["program"]), "problem_id": p.task_id, "source": p.source,
                                 "problem": p.prompt, "entry_point": p.entry_point, "tests": p.tests.to_dict(),
-                                "code": e["program"], "n_passed": e["n_passed"], "n_tests": e["n_tests"],
-                                "model": student_name, "sampling": asdict(settings.initial_sampling)})
+                                **problem_fields(p), "code": e["program"], "n_passed": e["n_passed"],
+                                "n_tests": e["n_tests"], "model": e.get("student") or student_name,
+                                "sampling": asdict(settings.initial_sampling)})
     stats = collection_stats(solution_rows, wrongs, records, rejected, problems)
     stats.update(extra_stats)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from selfdebug.core.errors import ConfigError
+
 if TYPE_CHECKING:
     from selfdebug.problems import Problem
 
@@ -49,8 +51,33 @@ def render_starchat(messages: list[dict], add_generation_prompt: bool = True) ->
     return text
 
 
+CHAT_FORMATS = ("starchat", "template")
+
+
+def check_chat_format(chat_format: str, key: str = "model.chat_format") -> str:
+    if chat_format not in CHAT_FORMATS:
+        raise ConfigError(f"{key} = {chat_format!r}; choose one of {CHAT_FORMATS}")
+    return chat_format
+
+
+def apply_chat_format(tokenizer, chat_format: str, key: str = "model.chat_format"):
+    """Make ``tokenizer`` render prompts in ``chat_format`` wherever ``render_chat`` is given it.
+
+    ``starchat``: StarChat turns, even when the checkpoint ships a chat template (the paper fine-tunes base
+    StarCoder and CodeLlama with StarChat turns); the template is dropped from this tokenizer, so a checkpoint
+    saved with it keeps StarChat turns too. ``template``: the tokenizer's own chat template if it has one
+    (Instruct checkpoints), StarChat turns otherwise. The tokenizer is changed in place and returned.
+    """
+    check_chat_format(chat_format, key)
+    if chat_format == "starchat" and getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = None
+    return tokenizer
+
+
 def render_chat(messages: list[dict], tokenizer=None, add_generation_prompt: bool = True) -> str:
-    """The prompt text: the tokenizer's own chat template if it has one, otherwise StarChat turns."""
+    """The prompt text: the tokenizer's own chat template if it has one, otherwise StarChat turns.
+
+    Which of the two a model gets is decided once, where its tokenizer is loaded (``apply_chat_format``)."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         _check_messages(messages)
         return tokenizer.apply_chat_template(
@@ -75,6 +102,13 @@ def problem_text(problem: Problem) -> str:
     if problem.tests_shown:
         parts.append("Your code should pass these tests:\n" + "\n".join(t.strip() for t in problem.tests_shown))
     return "\n\n".join(parts)
+
+
+def pick_examples(pool: Sequence[Problem], problem: Problem, k: int) -> list[Problem]:
+    """The first ``k`` few-shot examples of ``pool`` that are not ``problem`` itself (same task id or same task
+    text): a prompt never shows the solution of the problem it asks about."""
+    own = problem.prompt.strip()
+    return [ex for ex in pool if ex.task_id != problem.task_id and ex.prompt.strip() != own][:max(0, k)]
 
 
 def initial_messages(problem: Problem, examples: Sequence[Problem] = ()) -> list[dict]:
@@ -104,6 +138,25 @@ def refine_messages(problem: Problem, code: str, feedback: str, mode: str) -> li
         {"role": "assistant", "content": _fence(program)},
         {"role": "user", "content": f"Execution feedback:\n{feedback}\n\n{REFINE_INSTRUCTIONS[mode]}"},
     ]
+
+
+def refine_answer(code: str, explanation: str | None = None) -> str:
+    """An answer to a refinement request in the form ``parse_completion`` reads: the explanation (if any), then
+    the corrected code in one fenced block."""
+    block = _fence(code)
+    return f"{explanation.strip()}\n\n{block}" if explanation and explanation.strip() else block
+
+
+def few_shot_refine_messages(examples: Sequence[tuple[Problem, str, str, str, str]], problem: Problem, code: str,
+                             feedback: str, mode: str) -> list[dict]:
+    """``refine_messages`` after worked examples, each ``(problem, wrong code, feedback, explanation, fix)``
+    shown as a finished exchange: a base model sees what an explanation and a refinement look like."""
+    messages = []
+    for ex_problem, ex_code, ex_feedback, explanation, fix in examples:
+        messages += refine_messages(ex_problem, ex_code, ex_feedback, mode)
+        messages.append({"role": "assistant",
+                         "content": refine_answer(fix, explanation if mode == "explain_refine" else None)})
+    return messages + refine_messages(problem, code, feedback, mode)
 
 
 @dataclass(frozen=True)

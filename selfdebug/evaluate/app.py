@@ -51,7 +51,8 @@ def settings_from_config(cfg: DictConfig):
                         sampling=SamplingParams(**OmegaConf.to_container(cfg.sampling, resolve=True)),
                         refine_sampling=SamplingParams(**OmegaConf.to_container(cfg.refine_sampling, resolve=True)),
                         ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
-                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed), start=str(cfg.start))
+                        confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed), start=str(cfg.start),
+                        few_shot=int(cfg.get("few_shot") or 0))
 
 
 def judge_from_config(cfg: DictConfig):
@@ -92,7 +93,7 @@ def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir:
 
 
 def run(cfg: DictConfig) -> dict:
-    from selfdebug.evaluate.protocol import check_start, run_self_debug, summarize
+    from selfdebug.evaluate.protocol import check_examples, check_start, run_self_debug, summarize
     from selfdebug.execution import Sandbox, SandboxConfig
     from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
 
@@ -104,6 +105,8 @@ def run(cfg: DictConfig) -> dict:
     sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
     check_start(problems, settings)
+    examples = hydra.utils.instantiate(cfg.few_shot_examples) if settings.few_shot else []
+    check_examples(examples, settings)
     log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
              settings.n_samples, settings.rounds, settings.mode)
     generator = hydra.utils.instantiate(cfg.model.generator)
@@ -116,7 +119,7 @@ def run(cfg: DictConfig) -> dict:
                             "passed": sum(r["passed"] for r in rows)}, step=round_index)
 
             rows = run_self_debug(problems, generator, sandbox, settings, checkpoint_dir=run_dir / "checkpoints",
-                                  progress=bool(cfg.progress), on_round=on_round)
+                                  progress=bool(cfg.progress), on_round=on_round, examples=examples)
             results = summarize(rows, problems, settings)
             results.update(benchmark=cfg.benchmark.name, model=cfg.model.name, sandbox=sandbox.stats())
         if judge_setup is not None:
@@ -142,6 +145,7 @@ def run(cfg: DictConfig) -> dict:
         write_json_atomic(run_dir / "results.json", results)  # last: its presence means the run is complete
         logger.summary({"benchmark": results["benchmark"], "model": results["model"],
                         "pass@k_initial": results["pass@k_initial"], "pass@k_final": results["pass@k_final"],
+                        "pass@k_round1": results["pass@k_round1"],
                         "success_refinement_rate": results["success_refinement_rate"],
                         **({"judge": {k: results["judge"][k] for k in ("judge", "scored", "judge_unparsed",
                                                                         "correctness", "helpfulness")}}
@@ -150,9 +154,10 @@ def run(cfg: DictConfig) -> dict:
     finally:
         logger.finish(exit_code)
         generator.close()
-    line = ", ".join(f"{k} {v:.2f} -> {results['pass@k_final'][k]:.2f}" for k, v in results["pass@k_initial"].items())
-    print(f"{results['benchmark']} / {results['model']}: {line}; refinement rate "
-          f"{results['success_refinement_rate']:.2f}%\nresults: {run_dir / 'results.json'}", flush=True)
+    after = results["pass@k_round1"] or results["pass@k_final"]
+    line = ", ".join(f"{k} {v:.2f} -> {after[k]:.2f}" for k, v in results["pass@k_initial"].items())
+    print(f"{results['benchmark']} / {results['model']}: {line} (round 1); refinement rate "
+          f"{results['success_refinement_rate']:.2f}% (round 1)\nresults: {run_dir / 'results.json'}", flush=True)
     if "judge" in results:
         j = results["judge"]
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731

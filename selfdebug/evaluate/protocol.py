@@ -32,6 +32,7 @@ from selfdebug.core.prompts import (
     assemble_program,
     initial_messages,
     parse_completion,
+    pick_examples,
     refine_messages,
 )
 from selfdebug.core.tracking import write_json_atomic, write_jsonl_atomic
@@ -55,6 +56,7 @@ class EvalSettings:
     confidence: float = 0.95
     seed: int = 0
     start: str = "sample"
+    few_shot: int = 0  # worked examples before the initial request (the prompting baseline for base models)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -65,11 +67,27 @@ class EvalSettings:
             raise ConfigError(f"n_samples = {self.n_samples}; it must be at least 1")
         if self.rounds < 0:
             raise ConfigError(f"rounds = {self.rounds}; it must be 0 (no refinement) or more")
+        if self.few_shot < 0:
+            raise ConfigError(f"few_shot = {self.few_shot}; it must be 0 (zero-shot) or more")
 
     def fingerprint(self, problems: list[Problem], generator_name: str) -> str:
-        blob = json.dumps({"settings": asdict(self), "tasks": [p.task_id for p in problems],
+        settings = asdict(self)
+        if not self.few_shot:
+            settings.pop("few_shot")  # zero-shot runs keep the fingerprint they had before few_shot existed
+        blob = json.dumps({"settings": settings, "tasks": [p.task_id for p in problems],
                            "generator": generator_name}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_examples(examples: list[Problem], settings: EvalSettings) -> None:
+    """few_shot > 0 needs that many worked examples with reference solutions, plus one to spare for a problem
+    that is itself in the pool (it is never shown its own solution)."""
+    if settings.few_shot == 0:
+        return
+    usable = [ex for ex in examples if ex.reference]
+    if len(usable) < settings.few_shot + 1:
+        raise ConfigError(f"few_shot = {settings.few_shot}: few_shot_examples gives {len(usable)} problems with a "
+                          f"reference solution; it needs at least {settings.few_shot + 1}")
 
 
 def check_start(problems: list[Problem], settings: EvalSettings) -> None:
@@ -117,12 +135,16 @@ def _judge(problems_by_id, pending, parsed, completions, sandbox, round_index, p
 
 def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandbox, settings: EvalSettings,
                    checkpoint_dir: Path | None = None, progress: bool = True,
-                   on_round: Callable[[int, list[dict]], None] | None = None) -> list[dict]:
+                   on_round: Callable[[int, list[dict]], None] | None = None,
+                   examples: list[Problem] = ()) -> list[dict]:
     """Runs every round; returns all sample rows. With ``checkpoint_dir``, finished rounds are kept there and
-    a re-run with the same settings resumes after the last finished round."""
+    a re-run with the same settings resumes after the last finished round. ``examples``: the few-shot pool
+    (``settings.few_shot`` of them precede each initial request, never the problem itself)."""
     if not problems:
         raise DataError("no problems to evaluate: the benchmark selection is empty")
     check_start(problems, settings)
+    check_examples(list(examples), settings)
+    examples = [ex for ex in examples if ex.reference]
     by_id = {p.task_id: p for p in problems}
     fingerprint = settings.fingerprint(problems, generator.name)
     if checkpoint_dir is not None:
@@ -141,7 +163,7 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             log.info("round %d: resumed %d samples from %s", round_index, len(rows), path)
         else:
-            rows = _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress)
+            rows = _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, examples)
             if path is not None:
                 write_jsonl_atomic(path, rows)
         for row in rows:
@@ -152,12 +174,18 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
     return all_rows
 
 
-def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress) -> list[dict]:
+def initial_request(problem: Problem, examples: list[Problem], settings: EvalSettings) -> GenerationRequest:
+    """The request for a first program: ``settings.few_shot`` worked examples (not ``problem``), then it."""
+    return GenerationRequest(initial_messages(problem, pick_examples(examples, problem, settings.few_shot)), problem)
+
+
+def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, examples=()
+               ) -> list[dict]:
     if round_index == 0 and settings.start == "given":
         return _given_round(problems, by_id, sandbox, settings, progress)
     if round_index == 0:
         params = replace(settings.sampling, n=settings.n_samples, seed=settings.seed)
-        requests = [GenerationRequest(initial_messages(p), p) for p in problems]
+        requests = [initial_request(p, examples, settings) for p in problems]
         nested = generator.generate(requests, params)
         pending = [{"task_id": p.task_id, "sample_index": i} for p in problems for i in range(settings.n_samples)]
         completions = [text for texts in nested for text in _exactly(texts, settings.n_samples, generator)]
@@ -215,12 +243,21 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
                 "cumulative_rate": 100 * fixed_by_now / initial_wrong if initial_wrong else 0.0}
         per_round.append(entry)
     final = per_round[-1]
+    # The paper's tables are one round of refinement: its success refinement rate and refined pass@k are
+    # round 1's; later rounds (its Fig. 4) are in ``rounds`` and in the ``_final`` figures.
+    first = per_round[1] if len(per_round) > 1 else None
     return {"n_problems": len(problems), "n_samples": n, "mode": settings.mode, "start": settings.start,
-            "rounds": per_round, "by_bug_type": _by_bug_type(problems, solved_at, settings),
-            "initial_wrong": initial_wrong,
-            "success_refinement_rate": final.get("refinement", {}).get("cumulative_rate", 0.0),
-            "pass@k_initial": {k: v["value"] for k, v in per_round[0].items() if k.startswith("pass@")},
-            "pass@k_final": {k: v["value"] for k, v in final.items() if k.startswith("pass@")}}
+            "few_shot": settings.few_shot, "rounds": per_round,
+            "by_bug_type": _by_bug_type(problems, solved_at, settings), "initial_wrong": initial_wrong,
+            "success_refinement_rate": first["refinement"]["cumulative_rate"] if first else 0.0,
+            "success_refinement_rate_final": final.get("refinement", {}).get("cumulative_rate", 0.0),
+            "pass@k_initial": passk(per_round[0]), "pass@k_round1": passk(first) if first else None,
+            "pass@k_final": passk(final)}
+
+
+def passk(entry: dict) -> dict:
+    """``{"pass@k": value}`` of one round's entry."""
+    return {k: v["value"] for k, v in entry.items() if k.startswith("pass@")}
 
 
 def _by_bug_type(problems: list[Problem], solved_at: dict, settings: EvalSettings) -> dict:

@@ -20,9 +20,11 @@ class HFGenerator(Generator):
 
     def __init__(self, model_name_or_path: str, *, batch_size: int = 8, dtype: Any = "auto",
                  device: str = "cpu", tiny_cache_dir: str | None = None, stop: Sequence[str] = ("<|end|>",),
-                 show_progress: bool = True, trust_remote_code: bool = False):
+                 show_progress: bool = True, trust_remote_code: bool = False, chat_format: str = "template"):
         from selfdebug.core.models import load_causal_lm
+        from selfdebug.core.prompts import apply_chat_format, check_chat_format
 
+        check_chat_format(chat_format)  # before the weights load
         if batch_size < 1:
             raise ConfigError(f"generation.batch_size: must be >= 1, got {batch_size}")
         self.model_name_or_path = str(model_name_or_path)
@@ -33,6 +35,7 @@ class HFGenerator(Generator):
             model_name_or_path, dtype=dtype, device=device, tiny_cache_dir=tiny_cache_dir,
             trust_remote_code=trust_remote_code,
         )
+        apply_chat_format(self.tokenizer, chat_format, "model.chat_format")
         self.device = next(self.model.parameters()).device
         # Stop strings that are one token end generation early; the others are cut from the text after.
         self.stop_token_ids = self._stop_token_ids()

@@ -145,8 +145,11 @@ class VLLMGenerator(Generator):
                  enforce_eager: bool = False, in_process: bool = False, seed: int = 0,
                  stop: Sequence[str] = ("<|end|>",), tiny_cache_dir: str | None = None,
                  trust_remote_code: bool = False, show_progress: bool = True,
-                 engine_kwargs: dict | None = None):
+                 engine_kwargs: dict | None = None, chat_format: str = "template"):
+        from selfdebug.core.prompts import apply_chat_format, check_chat_format
+
         key = "model.generator"
+        check_chat_format(chat_format)
         check_engine_settings(tensor_parallel_size, gpu_memory_utilization, max_model_len, key)
         engine_dtype = vllm_dtype(dtype)
         if engine_kwargs is not None and not isinstance(engine_kwargs, dict):
@@ -158,7 +161,8 @@ class VLLMGenerator(Generator):
         self.stop = tuple(stop)
         self.show_progress = show_progress
         path = resolve_model_dir(model_name_or_path, tiny_cache_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.tokenizer = apply_chat_format(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code),
+                                           chat_format, "model.chat_format")
         self.stop_ids = stop_token_ids(self.tokenizer, self.stop)
         engine_env(in_process, vllm)
         self.llm = start_engine(

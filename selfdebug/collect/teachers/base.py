@@ -21,6 +21,7 @@ class WrongSolution:
     n_tests: int
     origin: str  # "student" (sampled) or "mutation" (a teacher injected the bug)
     mutation: dict | None = None
+    student: str | None = None  # the student that wrote it (None for mutants)
 
 
 @dataclass

@@ -179,3 +179,62 @@ def test_a_drifted_preset_fails_the_check():
         cfg = compose("train", overrides=["+exp=rl_7b", "rl.lam=0.95"])
     (expected,) = [v for p, _, k, v in CHECKS if p == "rl_7b" and k == "rl.lam"]
     assert not same(cfg.rl.lam, literal(expected)) and same(setting_of("rl_7b", "rl.lam"), literal(expected))
+
+
+# ------------------------------------------------------------------------------------- collection and evaluation
+
+def entry_point_of(target: str) -> tuple[str, list[str]]:
+    """The entry point and overrides an (eval) row's target is composed with."""
+    if target in PRIMARY:
+        return PRIMARY[target], []
+    if "/" in target:
+        group, name = target.split("/", 1)
+        return ("collect" if group in ("data", "teacher") else "evaluate"), [f"{group}={name}"]
+    return ("collect" if target.startswith("collect") else "evaluate"), [f"+exp={target}"]
+
+
+@cache
+def composed_eval(target: str):
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.core.cli  # noqa: F401 - registers the resolvers the configs use
+
+    entry, overrides = entry_point_of(target)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(entry, overrides=overrides, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        run_dir = cfg.hydra.run.dir  # resolved against the job's config, as Hydra does at run time
+        del cfg["hydra"]
+    return cfg, choices, run_dir
+
+
+EVAL_CHECKS = [(target, row.number, key, value) for row in ROWS if row.eval_side for target in row.targets
+               for key, value in row.settings]
+
+
+def test_the_collection_and_evaluation_rows_are_checked():
+    targets = {t for t, *_ in EVAL_CHECKS}
+    assert {"collect_paper", "collect_codellama34b", "paper_eval", "model/codellama_7b", "model/codellama_13b",
+            "model/starcoder_15b"} <= targets and len(EVAL_CHECKS) >= 20
+
+
+@pytest.mark.parametrize("target, row, key, value", EVAL_CHECKS, ids=[f"{t}-{n}-{k}" for t, n, k, _ in EVAL_CHECKS])
+def test_collection_and_evaluation_presets_match_the_table(target, row, key, value):
+    cfg, choices, _ = composed_eval(target)
+    if "." not in key and key in choices:
+        actual = choices[key]
+    else:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False, default="<absent>")
+        actual = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    assert same(actual, literal(value)), f"{target}: {key} = {actual!r}, but docs/paper-fidelity.md row {row} " \
+        f"says {value}"
+
+
+def test_the_paper_presets_read_the_folder_the_paper_collection_writes():
+    """`python -m selfdebug.collect +exp=collect_paper` (the README's step 1) writes the dataset every SFT and RL
+    paper preset reads, so the five steps run as written."""
+    _, _, run_dir = composed_eval("collect_paper")
+    for preset in TRAINING_PRESETS:
+        cfg, _ = composed(preset)
+        assert cfg.dataset.path == f"{run_dir}/dataset", preset

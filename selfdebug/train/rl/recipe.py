@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfdebug.core.cli import user_error_in
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
+from selfdebug.core.prompts import apply_chat_format
 from selfdebug.execution import Sandbox, SandboxConfig
 from selfdebug.rewards import ReferenceIndex
 from selfdebug.train import lifecycle
@@ -177,6 +178,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     source = str(sft_path) if sft_path is not None else str(cfg.model.name_or_path)
     dtype = weights_dtype(settings.dtype, lora.enabled, str(cfg.trainer.get("accelerator", "cpu")))
     policy, tokenizer, sft_was_adapter = load_policy(source, dtype, cfg)
+    apply_chat_format(tokenizer, OmegaConf.select(cfg, "model.chat_format", default="template"))  # before rendering
     if run.strategy == "fsdp" and lora.enabled and sft_was_adapter:
         raise ConfigError(f"rl.sft_checkpoint: {source} is a LoRA adapter, so the RL adapter must be merged into "
                           "its base when saved, which trainer=fsdp does not do; use trainer=ddp with peft=lora, or "

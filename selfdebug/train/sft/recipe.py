@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
+from selfdebug.core.prompts import apply_chat_format
 from selfdebug.train import lifecycle
 from selfdebug.train.checkpoints import StepCheckpoint
 from selfdebug.train.data import (
@@ -73,6 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         cfg.model.name_or_path, dtype=weights_dtype(settings.dtype, lora.enabled, str(cfg.trainer.accelerator)),
         device="cpu", tiny_cache_dir=OmegaConf.select(cfg, "model.generator.tiny_cache_dir"),
         trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    apply_chat_format(tokenizer, OmegaConf.select(cfg, "model.chat_format", default="template"))  # before rendering
     if lora.enabled:
         check_target_modules(model, lora.target_modules)
     train_tok, dropped = tokenize_examples(train_ex, tokenizer, cfg.dataset.max_length)

@@ -380,14 +380,16 @@ def test_few_shot_initial_prompt_never_shows_the_evaluated_problem(tmp_path):
         requests = [r.json["messages"] for r in server.chat_requests]
     assert proc.returncode == 0, proc.stderr
     assert len(requests) == 4
-    for messages, problem in zip(requests, pool[:4]):
+    asked_about = []
+    for messages in requests:  # requests go out concurrently: match each to its problem by what it asks
         assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
-        asked = messages[-1]["content"]
-        assert problem.prompt in asked
+        (problem,) = [p for p in pool[:4] if p.prompt in messages[-1]["content"]]
+        asked_about.append(problem.task_id)
         shown = "\n".join(m["content"] for m in messages[:-1])
         assert problem.prompt not in shown and problem.reference.strip() not in shown
         expected = [p for p in pool if p.task_id != problem.task_id][:3]
         assert all(p.reference.strip() in shown for p in expected)
+    assert sorted(asked_about) == sorted(p.task_id for p in pool[:4])
     assert results(tmp_path)["few_shot"] == 3
     bad = evaluate(tmp_path / "bad", "model=reference", "limit=1", "few_shot=10", "logger=none")
     assert bad.returncode == 2 and "few_shot = 10" in bad.stderr

@@ -45,6 +45,7 @@ def quick_run(tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow
 def test_quickstart_writes_dataset_and_stats(quick_run):
     run_dir, proc = quick_run
     stats = json.loads((run_dir / "dataset" / "stats.json").read_text())
@@ -193,6 +194,7 @@ def test_openai_teacher_with_faults_bad_output_and_resume(tmp_path):
         assert any(json.loads(line)["status"] == 429 for line in log_lines)
 
 
+@pytest.mark.slow
 def test_teacher_endpoint_down_then_resumed(tmp_path):
     problems = load_mbpp(data_dir() / "mbpp.jsonl", split="train")[:10]
     run_dir = tmp_path / "run"
@@ -214,6 +216,7 @@ def test_teacher_endpoint_down_then_resumed(tmp_path):
         assert len(rows) == 10 * 4 and len({r["id"] for r in rows}) == len(rows)
 
 
+@pytest.mark.slow
 def test_problem_whose_reference_fails_is_skipped_and_counted(tmp_path):
     rows = [json.loads(line) for line in (data_dir() / "mbpp.jsonl").read_text().splitlines()]
     train = [r for r in rows if 601 <= r["task_id"] <= 606]

@@ -85,6 +85,7 @@ def scripted_responder(problems):
     return respond
 
 
+@pytest.mark.slow
 def test_refinement_rounds_over_an_openai_compatible_server(tmp_path):
     problems = load_humaneval()[:3]
     with FakeOpenAIServer(scripted_responder(problems)) as server:
@@ -200,6 +201,7 @@ def test_humanevalfix_reference_repairs_every_given_program(tmp_path):
     assert first["Python/38"]["feedback"].startswith("No tests are shown")
 
 
+@pytest.mark.slow
 def test_mbpp_mutants_reference_repairs_every_mutant_and_the_build_is_cached(tmp_path):
     cache = tmp_path / "cache"
     args = ("benchmark=mbpp_mutants", "model=reference", "n_samples=2", "rounds=2", "ks=[1]", "logger=none",
@@ -257,6 +259,7 @@ def test_repair_benchmark_configs_compose():
     assert mutants.benchmark.loader.split == "test" and mutants.benchmark.loader.per_problem == 1
 
 
+@pytest.mark.slow
 def test_tiny_model_refines_given_mutants(tmp_path, tiny_cache_dir):
     proc = evaluate(tmp_path, "model=tiny", "benchmark=mbpp_mutants", "limit=2", "n_samples=2", "rounds=1", "ks=[1]",
                     "sampling.max_new_tokens=16", f"model.generator.tiny_cache_dir={tiny_cache_dir}",
@@ -367,6 +370,7 @@ def test_paper_eval_preset_samples_at_temperature_only():
     assert cfg.few_shot == 0 and base.few_shot == 3 and base.model.chat_format == "starchat"
 
 
+@pytest.mark.slow
 def test_few_shot_initial_prompt_never_shows_the_evaluated_problem(tmp_path):
     """few_shot=3 on MBPP's prompt split (the pool the examples come from): each request carries three worked
     examples with their reference solutions, and never the problem it asks about."""

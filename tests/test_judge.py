@@ -129,6 +129,7 @@ def judge_overrides(server, *extra):
             "rounds=1", "ks=[1]", "judge=openai", "judge.model=judge", f"judge.base_url={server.base_url}", *extra]
 
 
+@pytest.mark.slow
 def test_judge_scores_every_explanation(tmp_path):
     judge = Judge()
     with FakeOpenAIServer(judge) as server:

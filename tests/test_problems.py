@@ -608,6 +608,7 @@ def test_humanevalfix_gives_the_buggy_program_and_only_the_example_tests_for_fee
     assert all(p.given_program is None and p.feedback_tests is None for p in load_humaneval()[:5])
 
 
+@pytest.mark.slow
 def test_humanevalfix_example_tests_run_in_the_sandbox():
     from selfdebug.execution import Sandbox
 

@@ -112,6 +112,7 @@ def check_round_trip(summary: dict, raters: dict[str, int]) -> None:
     assert rated == raters
 
 
+@pytest.mark.slow
 def test_export_then_import_round_trips(runs, tmp_path):
     proc = export(runs, tmp_path / "study")
     assert proc.returncode == 0, proc.stderr
@@ -173,6 +174,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_bad_sheets_fail_with_file_line_and_column(runs, tmp_path):
     assert export(runs, tmp_path / "study").returncode == 0
     key_path = tmp_path / "study" / "key.json"
@@ -210,6 +212,7 @@ def test_bad_sheets_fail_with_file_line_and_column(runs, tmp_path):
     assert proc.returncode == 2 and "not JSON" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_exports_write_nothing(runs, tmp_path):
     proc = export(runs, tmp_path / "big", n=13)  # 3 problems x 4 samples = 12 wrong initial programs per run
     assert proc.returncode == 2 and "12 wrong initial programs" in proc.stderr and "n=13" in proc.stderr

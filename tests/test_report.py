@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from selfdebug.problems import load_humaneval
 from tests.conftest import REPO
 from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import scripted_responder
 
 
+@pytest.mark.slow
 def test_report_from_single_runs_and_a_seed_sweep(tmp_path):
     problems = load_humaneval()[:3]
     with FakeOpenAIServer(scripted_responder(problems)) as server:
@@ -62,6 +65,7 @@ def test_report_on_a_folder_without_runs_fails_clearly(tmp_path):
     assert proc.returncode != 0 and "no run dirs" in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_shows_repair_benchmarks_by_bug_type(tmp_path):
     from tests.test_evaluate import evaluate
 
@@ -106,6 +110,7 @@ def test_tables_report_round_one_and_the_plot_all_rounds(tmp_path):
     assert (out / "pass_by_round_humaneval.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
     """A real collection (mutation teacher) among the inputs gives the paper's Figure 3: quantiles of S_cb, S_ut,
     S_ex, R_code and R_expl for correct and wrong refinements, computed with the reward's functions."""

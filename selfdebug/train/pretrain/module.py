@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from selfdebug.train.checkpoints import rng_state, set_rng_state
+from selfdebug.train.distributed import clip_grad_norm
 from selfdebug.train.optim import make_optimizer, trainable_parameters
 from selfdebug.train.pretrain.answers import apply_answer
 from selfdebug.train.pretrain.data import micro_batch
@@ -58,9 +59,7 @@ class PretrainModule(pl.LightningModule):
         start = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         loss, n_targets, tokens = accumulate(self.model, batch, self.manual_backward)
-        max_norm = self.settings.max_grad_norm
-        params = trainable_parameters(self.model)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf")))
+        grad_norm = clip_grad_norm(self, trainable_parameters(self.model), self.settings.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()

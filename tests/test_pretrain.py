@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 
 from selfdebug.collect.teachers.mutation import canonical
 from selfdebug.core.errors import ConfigError
-from selfdebug.core.prompts import INITIAL_INSTRUCTION, REFINE_INSTRUCTIONS, refine_messages, render_starchat
+from selfdebug.core.prompts import INITIAL_INSTRUCTION, refine_instruction, refine_messages, render_starchat
 from selfdebug.train.data import IGNORE_INDEX
-from selfdebug.train.pretrain.answers import ARROW, apply_answer, edit_answer
+from selfdebug.core.answers import ARROW, apply_answer, edit_answer
 from selfdebug.train.pretrain.corpus import (
     benchmark_problems,
     decontaminate,
@@ -157,11 +157,11 @@ def test_repair_pairs_render_in_the_chat_format_and_their_answers_apply(stdlib_u
         ex = pair.example
         unit = units[pair.unit]
         # The prompt is the evaluation's refinement turn on this wrong program, rendered as StarChat turns.
-        assert ex.messages == refine_messages(unit_problem(unit), pair.wrong, NO_TESTS_FEEDBACK, mode)
+        assert ex.messages == refine_messages(unit_problem(unit), pair.wrong, NO_TESTS_FEEDBACK, mode, form)
         rendered = render_starchat(ex.messages)
         assert rendered.startswith(f"<|user|>\n{INITIAL_INSTRUCTION}\n\n")
         assert f"```python\n{pair.wrong.rstrip()}\n```<|end|>\n<|user|>\nExecution feedback:\n" in rendered
-        assert rendered.endswith(f"{REFINE_INSTRUCTIONS[mode]}<|end|>\n<|assistant|>\n")
+        assert rendered.endswith(f"{refine_instruction(mode, form)}<|end|>\n<|assistant|>\n")
         # The answer turns the mutant back into the original function.
         assert pair.wrong != pair.fixed and canonical(pair.fixed) == canonical(unit.text)
         assert apply_answer(pair.wrong, ex.target, form) == pair.fixed

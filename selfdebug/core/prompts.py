@@ -26,12 +26,25 @@ MODES = ("refine", "explain_refine")
 INITIAL_INSTRUCTION = (
     "Write a Python solution to the following problem. Give the complete code in one ```python fenced block."
 )
-REFINE_INSTRUCTIONS = {
-    "refine": "The code above is wrong. Please fix it. Reply with only the corrected code in one ```python "
-              "fenced block.",
-    "explain_refine": "The code above is wrong. First explain briefly what is wrong with the code. Then give "
-                      "the corrected code in one ```python fenced block.",
+ANSWER_FORMS = ("full", "line", "search_replace")
+# How a refinement is written (selfdebug.core.answers applies the edit forms back to the wrong program).
+_FIX = {
+    "full": "the corrected code in one ```python fenced block",
+    "line": "each changed line as `old line => new line`, one per line",
+    "search_replace": "each change as a <<<<<<< SEARCH / ======= / >>>>>>> REPLACE block quoting exact lines",
 }
+REFINE_INSTRUCTIONS = {
+    "refine": "The code above is wrong. Please fix it. Reply with only {fix}.",
+    "explain_refine": "The code above is wrong. First explain briefly what is wrong with the code. Then give {fix}.",
+}
+
+
+def refine_instruction(mode: str, form: str = "full") -> str:
+    if mode not in REFINE_INSTRUCTIONS:
+        raise ValueError(f"unknown refinement mode {mode!r}; expected one of {MODES}")
+    if form not in _FIX:
+        raise ValueError(f"unknown answer form {form!r}; expected one of {ANSWER_FORMS}")
+    return REFINE_INSTRUCTIONS[mode].format(fix=_FIX[form])
 
 
 def _check_messages(messages: list[dict]) -> None:
@@ -122,21 +135,20 @@ def initial_messages(problem: Problem, examples: Sequence[Problem] = ()) -> list
     return messages + [{"role": "user", "content": problem_text(problem)}]
 
 
-def refine_messages(problem: Problem, code: str, feedback: str, mode: str) -> list[dict]:
+def refine_messages(problem: Problem, code: str, feedback: str, mode: str, form: str = "full") -> list[dict]:
     """The self-debugging turn: problem, the wrong program as the assistant's answer, feedback + instruction.
 
     The wrong code is shown as the complete program that was run (``assemble_program``), so the model sees
     exactly what the judge saw. ``mode``: "refine" (corrected code only) or "explain_refine" (explanation,
-    then corrected code).
+    then corrected code); ``form``: how the fix is written (``ANSWER_FORMS``).
     """
-    if mode not in REFINE_INSTRUCTIONS:
-        raise ValueError(f"unknown refinement mode {mode!r}; expected one of {MODES}")
+    instruction = refine_instruction(mode, form)
     program = assemble_program(problem, code)
     feedback = feedback.strip() or "(no feedback)"
     return [
         {"role": "user", "content": problem_text(problem)},
         {"role": "assistant", "content": _fence(program)},
-        {"role": "user", "content": f"Execution feedback:\n{feedback}\n\n{REFINE_INSTRUCTIONS[mode]}"},
+        {"role": "user", "content": f"Execution feedback:\n{feedback}\n\n{instruction}"},
     ]
 
 

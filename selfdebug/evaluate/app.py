@@ -44,6 +44,7 @@ def select_problems(problems: list, limit: int | None, task_ids) -> list:
 
 
 def settings_from_config(cfg: DictConfig):
+    from selfdebug.core.answers import answer_form_of
     from selfdebug.evaluate.protocol import EvalSettings
     from selfdebug.generation import SamplingParams
 
@@ -52,7 +53,8 @@ def settings_from_config(cfg: DictConfig):
                         refine_sampling=SamplingParams(**OmegaConf.to_container(cfg.refine_sampling, resolve=True)),
                         ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
                         confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed), start=str(cfg.start),
-                        few_shot=int(cfg.get("few_shot") or 0))
+                        few_shot=int(cfg.get("few_shot") or 0),
+                        answer_form=answer_form_of(cfg, OmegaConf.select(cfg, "model.name_or_path")))
 
 
 def judge_from_config(cfg: DictConfig):
@@ -77,6 +79,20 @@ def judge_from_config(cfg: DictConfig):
     return rubric, settings
 
 
+def explanation_score_setup(cfg: DictConfig, problems: list, settings):
+    """(S_ex settings, loaded reward) or (None, why not); the keys are checked before any model loads."""
+    from selfdebug.evaluate import explanation_score as s_ex
+
+    s_ex.check_keys(cfg.explanation_score, cfg.explanation_model)  # again, for callers other than run()
+    skipped = s_ex.applicable(cfg.explanation_score, problems, settings.mode, settings.start, settings.rounds)
+    if skipped is not None:
+        return None, skipped
+    s = s_ex.ExplanationScoreSettings(
+        model=cfg.explanation_model, teacher_seed=int(OmegaConf.select(cfg, "benchmark.loader.seed", default=0) or 0),
+        n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
+    return (s, s_ex.load_reward(s)), None
+
+
 def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir: Path) -> dict:
     """Scores the run's explanations (verdicts land in ``rows``) and returns results.json's ``judge`` entry."""
     from selfdebug.evaluate.judge import judge_rows, summarize_judge
@@ -93,6 +109,7 @@ def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir:
 
 
 def run(cfg: DictConfig) -> dict:
+    from selfdebug.evaluate.explanation_score import check_keys
     from selfdebug.evaluate.protocol import check_examples, check_start, run_self_debug, summarize
     from selfdebug.execution import Sandbox, SandboxConfig
     from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
@@ -102,11 +119,13 @@ def run(cfg: DictConfig) -> dict:
     # Everything that can be checked cheaply is checked before the model loads.
     settings = settings_from_config(cfg)
     judge_setup = judge_from_config(cfg)
+    check_keys(cfg.explanation_score, cfg.explanation_model)
     sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
     problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
     check_start(problems, settings)
     examples = hydra.utils.instantiate(cfg.few_shot_examples) if settings.few_shot else []
     check_examples(examples, settings)
+    s_ex_setup, s_ex_skipped = explanation_score_setup(cfg, problems, settings)  # its model loads first: small
     log.info("%s: %d problems, %d samples each, %d rounds (%s)", cfg.benchmark.name, len(problems),
              settings.n_samples, settings.rounds, settings.mode)
     generator = hydra.utils.instantiate(cfg.model.generator)
@@ -122,6 +141,13 @@ def run(cfg: DictConfig) -> dict:
                                   progress=bool(cfg.progress), on_round=on_round, examples=examples)
             results = summarize(rows, problems, settings)
             results.update(benchmark=cfg.benchmark.name, model=cfg.model.name, sandbox=sandbox.stats())
+        if s_ex_setup is not None:
+            from selfdebug.evaluate.explanation_score import score_rows
+
+            results["explanation_score"] = score_rows(rows, problems, s_ex_setup[0], n_rounds=settings.rounds,
+                                                      reward=s_ex_setup[1])
+        else:
+            results.update(explanation_score=None, explanation_score_skipped=s_ex_skipped)
         if judge_setup is not None:
             generator.close()  # a local judge model may need the memory the evaluated model holds
             results["judge"] = run_judge(cfg, judge_setup, rows, problems, run_dir)
@@ -132,6 +158,9 @@ def run(cfg: DictConfig) -> dict:
         logger.table("refinements", ["task_id", "round", "sample_index", "explanation", "solution", "status"],
                      [[r["task_id"], r["round"], r["sample_index"], r["explanation"], r["solution"], r["status"]]
                       for r in refined])
+        s_ex_1 = (results["explanation_score"] or {}).get("round_1") or {}
+        if s_ex_1.get("mean") is not None:
+            logger.log({"explanation_score/round_1": s_ex_1["mean"]})
         if "judge" in results:
             judged = [r for r in rows if r.get("judge")][:500]
             logger.log({f"judge/{axis}": results["judge"][axis]["mean"] for axis in ("correctness", "helpfulness")
@@ -147,6 +176,7 @@ def run(cfg: DictConfig) -> dict:
                         "pass@k_initial": results["pass@k_initial"], "pass@k_final": results["pass@k_final"],
                         "pass@k_round1": results["pass@k_round1"],
                         "success_refinement_rate": results["success_refinement_rate"],
+                        "explanation_score_round1": s_ex_1.get("mean"),
                         **({"judge": {k: results["judge"][k] for k in ("judge", "scored", "judge_unparsed",
                                                                         "correctness", "helpfulness")}}
                            if "judge" in results else {})})
@@ -158,6 +188,9 @@ def run(cfg: DictConfig) -> dict:
     line = ", ".join(f"{k} {v:.2f} -> {after[k]:.2f}" for k, v in results["pass@k_initial"].items())
     print(f"{results['benchmark']} / {results['model']}: {line} (round 1); refinement rate "
           f"{results['success_refinement_rate']:.2f}% (round 1)\nresults: {run_dir / 'results.json'}", flush=True)
+    if s_ex_1.get("mean") is not None:
+        print(f"S_ex ({results['explanation_score']['model']}): round 1 {s_ex_1['mean']:.3f} "
+              f"[{s_ex_1['ci_low']:.3f}, {s_ex_1['ci_high']:.3f}] over {s_ex_1['n']} explanations", flush=True)
     if "judge" in results:
         j = results["judge"]
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from selfdebug.core.answers import check_answer_form, parse_answer
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution import Sandbox
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
@@ -57,6 +58,7 @@ class EvalSettings:
     seed: int = 0
     start: str = "sample"
     few_shot: int = 0  # worked examples before the initial request (the prompting baseline for base models)
+    answer_form: str = "full"  # how refinements are asked for and read (selfdebug.core.answers)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,11 +71,14 @@ class EvalSettings:
             raise ConfigError(f"rounds = {self.rounds}; it must be 0 (no refinement) or more")
         if self.few_shot < 0:
             raise ConfigError(f"few_shot = {self.few_shot}; it must be 0 (zero-shot) or more")
+        check_answer_form(self.answer_form)
 
     def fingerprint(self, problems: list[Problem], generator_name: str) -> str:
         settings = asdict(self)
         if not self.few_shot:
             settings.pop("few_shot")  # zero-shot runs keep the fingerprint they had before few_shot existed
+        if self.answer_form == "full":
+            settings.pop("answer_form")  # likewise for the paper's answer form
         blob = json.dumps({"settings": settings, "tasks": [p.task_id for p in problems],
                            "generator": generator_name}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -195,11 +200,17 @@ def _run_round(round_index, problems, by_id, latest, generator, sandbox, setting
             return []
         params = replace(settings.refine_sampling, n=1, seed=settings.seed + 1000 * round_index)
         requests = [GenerationRequest(refine_messages(by_id[r["task_id"]], r["code"] or r["completion"],
-                                                      r["feedback"], settings.mode), by_id[r["task_id"]])
+                                                      r["feedback"], settings.mode, settings.answer_form),
+                                      by_id[r["task_id"]])
                     for r in pending]
         completions = [_exactly(texts, 1, generator)[0] for texts in generator.generate(requests, params)]
     log.info("round %d: judging %d programs", round_index, len(completions))
-    parsed = [parse_completion(text) for text in completions]
+    if round_index == 0:
+        parsed = [parse_completion(text) for text in completions]
+    else:  # an edit-form answer is applied to the program the prompt showed
+        parsed = [parse_answer(text, settings.answer_form,
+                               assemble_program(by_id[r["task_id"]], r["code"] or r["completion"]).rstrip() + "\n")
+                  for r, text in zip(pending, completions)]
     return _judge(by_id, pending, parsed, completions, sandbox, round_index, progress)
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from selfdebug.core.answers import edit_answer
 from selfdebug.core.errors import ConfigError, DataError
-from selfdebug.core.prompts import initial_messages, refine_messages, render_chat
+from selfdebug.core.prompts import assemble_program, initial_messages, refine_messages, render_chat
 from selfdebug.execution import TestSuite
 from selfdebug.problems import Problem, iter_records
 
@@ -125,14 +126,29 @@ class Example:
     where: str = ""
 
 
-def trajectory_example(where: str, rec: dict, kind: str) -> Example | None:
-    """A trajectory in format ``kind`` ("refine" or "explain_refine"); None if it lacks an explanation."""
+def refinement_target(problem: Problem, rec: dict, form: str, explanation: str | None) -> str | None:
+    """The answer a trajectory teaches in answer ``form``: the fix as a whole program (``full``) or as the edit
+    from the wrong program the prompt shows to the refinement (None: the form cannot express that edit)."""
+    if form == "full":
+        return answer_text(rec["refinement"], explanation)
+    edit = edit_answer(assemble_program(problem, rec["wrong_code"]).rstrip() + "\n",
+                       assemble_program(problem, rec["refinement"]).rstrip() + "\n", form)
+    if edit is None:
+        return None
+    return f"{explanation.strip()}\n\n{edit}" if explanation and explanation.strip() else edit
+
+
+def trajectory_example(where: str, rec: dict, kind: str, form: str = "full") -> Example | None:
+    """A trajectory in format ``kind`` ("refine" or "explain_refine") with its fix in answer ``form``; None if
+    it lacks an explanation or the form cannot express its fix."""
     if kind == "explain_refine" and not rec["explanation"].strip():
         return None
     problem = record_problem(rec, where)
-    messages = refine_messages(problem, rec["wrong_code"], rec["feedback"], kind)
-    explanation = rec["explanation"] if kind == "explain_refine" else None
-    return Example(kind, rec["problem_id"], messages, answer_text(rec["refinement"], explanation), where)
+    target = refinement_target(problem, rec, form, rec["explanation"] if kind == "explain_refine" else None)
+    if target is None:
+        return None
+    messages = refine_messages(problem, rec["wrong_code"], rec["feedback"], kind, form)
+    return Example(kind, rec["problem_id"], messages, target, where)
 
 
 def codegen_example(where: str, rec: dict) -> Example:
@@ -149,10 +165,12 @@ def _weighted(items: list, weight: float, rng: random.Random) -> list:
 
 
 def build_examples(trajectories: list[tuple[str, dict]], codegen: list[tuple[str, dict]], mixture: dict,
-                   only_correct: bool = True, dedupe: bool = True, seed: int = 0) -> list[Example]:
+                   only_correct: bool = True, dedupe: bool = True, seed: int = 0, answer_form: str = "full"
+                   ) -> list[Example]:
     """The SFT mixture. ``mixture`` maps each component to a weight: 1.0 uses every example once, 0.5 a
     random half, 2.0 each twice, 0 none. ``only_correct`` keeps trajectories whose refinement passed every
-    test. ``dedupe`` drops repeats of the same (prompt, target) before weighting."""
+    test. ``dedupe`` drops repeats of the same (prompt, target) before weighting. ``answer_form``: how
+    refinements are written (``selfdebug.core.answers``); a fix the form cannot express is left out."""
     unknown = sorted(set(mixture) - set(COMPONENTS))
     if unknown:
         raise ConfigError(f"dataset.mixture: unknown component(s) {unknown}; expected {list(COMPONENTS)}")
@@ -165,7 +183,7 @@ def build_examples(trajectories: list[tuple[str, dict]], codegen: list[tuple[str
     pools: dict[str, list[Example]] = {name: [] for name in COMPONENTS}
     for kind in ("explain_refine", "refine"):
         if mixture.get(kind, 0):
-            pools[kind] = [ex for w, r in kept if (ex := trajectory_example(w, r, kind)) is not None]
+            pools[kind] = [ex for w, r in kept if (ex := trajectory_example(w, r, kind, answer_form)) is not None]
     if mixture.get("codegen", 0):
         pools["codegen"] = [codegen_example(w, r) for w, r in codegen]
     rng = random.Random(seed)

@@ -39,10 +39,10 @@ from selfdebug.train.pretrain.settings import PretrainSettings
 
 log = logging.getLogger("selfdebug.train")
 
-DATA_VERSION = 1  # bump when preparation changes what it writes
+DATA_VERSION = 2  # bump when preparation changes what it writes
 # The settings that decide the prepared data (a resumed run must have the same ones).
 DATA_KEYS = ("vocab_size", "seq_len", "source_dirs", "include_tests", "max_files", "min_unit_lines", "max_unit_chars",
-             "mbpp_train", "decontaminate", "decontamination_threshold", "heldout_fraction", "repair_pairs",
+             "mbpp_train", "mbpp_repairs", "decontaminate", "decontamination_threshold", "heldout_fraction", "repair_pairs",
              "repair_max_lines", "repair_mode", "answer_form", "prompt_loss")
 
 
@@ -95,7 +95,7 @@ def build(settings: PretrainSettings, seed: int, sandbox_config) -> Prepared:
 
     pairs, pair_counts = corpus_pairs(units, settings.repair_pairs, seed, settings.repair_mode,
                                       settings.answer_form, settings.repair_max_lines)
-    if mbpp and settings.repair_fraction > 0:
+    if mbpp and settings.mbpp_repairs and settings.repair_fraction > 0:
         more, pair_counts["mbpp"] = mbpp_pairs(mbpp, seed, settings.repair_mode, settings.answer_form,
                                                sandbox_config)
         pairs += more

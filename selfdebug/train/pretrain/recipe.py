@@ -131,7 +131,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    "train_seconds_total": round(clock.elapsed, 1), "data": data.record["sequences"]}
         summary["finished"] = summary["finished"] or clock.hit
         if summary["finished"]:
-            info = {"base": "scratch", "steps": step, "pretrain": asdict(settings)}
+            info = {"base": "scratch", "answer_form": settings.answer_form, "steps": step,
+                    "pretrain": asdict(settings)}
             saved = lifecycle.save_model(run, trainer, module.model, tokenizer, info=info, merge_lora=False)
             if saved is not None:
                 summary["model_dir"] = str(saved)

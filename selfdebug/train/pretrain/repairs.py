@@ -22,7 +22,7 @@ from selfdebug.core.prompts import initial_messages, refine_messages
 from selfdebug.execution.spec import TestSuite
 from selfdebug.problems import Problem
 from selfdebug.train.data import Example, answer_text
-from selfdebug.train.pretrain.answers import edit_answer
+from selfdebug.core.answers import edit_answer
 from selfdebug.train.pretrain.corpus import Unit
 
 NO_TESTS_FEEDBACK = "No tests were run on this code, but it has a bug."
@@ -52,7 +52,7 @@ def make_pair(problem: Problem, mutant, feedback: str, mode: str, form: str, rng
     answer = edit_answer(mutant.code, mutant.reference, form)
     if answer is None:
         return None
-    messages = refine_messages(problem, mutant.code, feedback, mode)
+    messages = refine_messages(problem, mutant.code, feedback, mode, form)
     if mode == "explain_refine":
         answer = f"{explain(mutant, feedback, rng).strip()}\n\n{answer}"
     # Programs end with one newline, as ``apply_answer`` returns them.

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from hydra.core.config_store import ConfigStore
 
 from selfdebug.core.errors import ConfigError
-from selfdebug.core.prompts import MODES
-
-ANSWER_FORMS = ("full", "line", "search_replace")
+from selfdebug.core.prompts import ANSWER_FORMS, MODES
 
 
 @dataclass
@@ -33,7 +31,8 @@ class PretrainSettings:
     max_files: int | None = None  # read only the first N files (sorted paths); null: all
     min_unit_lines: int = 3  # shorter functions/classes are dropped
     max_unit_chars: int = 6000  # a longer class is split into its methods; a longer function is dropped
-    mbpp_train: bool = True  # add MBPP train (tasks 601-974): references as code, mutants as repair pairs
+    mbpp_train: bool = True  # add MBPP train (tasks 601-974): references as code and code-generation chats
+    mbpp_repairs: bool = True  # with mbpp_train: also its mutants as repair pairs (false leaves them to SFT)
     decontaminate: bool = True  # drop units near a HumanEval / MBPP-test problem (selfdebug.collect.decontamination)
     decontamination_threshold: float = 0.7  # Jaccard similarity of word 3-grams (text or canonical code)
     heldout_fraction: float = 0.02  # units (and their repair pairs) kept out of training for the held-out loss
@@ -93,9 +92,10 @@ class PretrainSettings:
             raise ConfigError(f"pretrain.answer_form = {self.answer_form!r}; expected one of {list(ANSWER_FORMS)}")
         if not 0 <= self.repair_fraction <= 1:
             raise ConfigError(f"pretrain.repair_fraction = {self.repair_fraction}; it must be in [0, 1]")
-        if self.repair_fraction > 0 and self.repair_pairs == 0 and not self.mbpp_train:
+        if self.repair_fraction > 0 and self.repair_pairs == 0 and not (self.mbpp_train and self.mbpp_repairs):
             raise ConfigError(f"pretrain.repair_fraction = {self.repair_fraction} but pretrain.repair_pairs = 0 and "
-                              "pretrain.mbpp_train = false: no repair pair would exist; set repair_fraction=0")
+                              "MBPP train mutants are off (pretrain.mbpp_train / pretrain.mbpp_repairs): no repair pair would "
+                              "exist; set repair_fraction=0")
         if not 0 <= self.heldout_fraction < 0.5:
             raise ConfigError(f"pretrain.heldout_fraction = {self.heldout_fraction}; it must be in [0, 0.5)")
         if not 0 < self.decontamination_threshold <= 1:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from selfdebug.core.errors import ConfigError, DataError
-from selfdebug.core.prompts import MODES, refine_messages, render_chat
+from selfdebug.core.prompts import MODES, assemble_program, refine_messages, render_chat
 from selfdebug.problems import Problem
-from selfdebug.train.data import answer_text, record_problem
+from selfdebug.train.data import record_problem, refinement_target
 
 
 @dataclass
@@ -25,6 +25,8 @@ class RLItem:
     answer: str | None = None  # offline: the teacher's answer text (explanation, then a fenced block)
     explained: bool = True  # the response is read for an explanation (offline: the answer carries one)
     mode: str = "explain_refine"  # the instruction format of this prompt (refine or explain_refine)
+    answer_form: str = "full"  # how the response writes its fix (selfdebug.core.answers)
+    wrong_program: str = ""  # the wrong program as the prompt shows it: an edit-form answer applies to it
 
 
 def assign_modes(keys: list[str], mode: str, seed: int) -> dict[str, str]:
@@ -61,7 +63,7 @@ def select_trajectories(trajectories: list[tuple[str, dict]], sources: list[str]
 
 def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offline: bool,
                 max_prompt_length: int, *, seed: int = 0, sources: list[str] | None = None,
-                references: set[str] | None = None) -> tuple[list[RLItem], dict]:
+                references: set[str] | None = None, answer_form: str = "full") -> tuple[list[RLItem], dict]:
     """The RL prompts from collected ``(where, record)`` trajectories.
 
     Only wrong programs of ``sources`` (None: every source) and, when ``references`` is given, with a verified
@@ -69,7 +71,8 @@ def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offl
     item per distinct wrong program (``wrong_id``), in the order they first appear. Offline: one item per
     distinct collected answer (correct and wrong verdicts alike). ``mode`` is the instruction format, or
     ``mixed`` (``assign_modes``: half each, seeded). Prompts are rendered exactly as evaluation renders them;
-    ones over ``max_prompt_length`` tokens are left out and counted.
+    ones over ``max_prompt_length`` tokens are left out and counted. ``answer_form``: the form the instruction
+    asks for and responses are read in (offline: a teacher answer the form cannot express is left out).
     """
     wrong_programs = len({rec["wrong_id"] for _, rec in trajectories})
     trajectories, dropped = select_trajectories(trajectories, sources, references)
@@ -83,23 +86,29 @@ def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offl
     modes = assign_modes([str(rec["wrong_id"]) for _, rec in chosen], mode, seed)
     add_special = not getattr(tokenizer, "chat_template", None)
     texts = [render_chat(refine_messages(record_problem(rec, where), rec["wrong_code"], rec["feedback"],
-                                         modes[str(rec["wrong_id"])]), tokenizer, add_generation_prompt=True)
+                                         modes[str(rec["wrong_id"])], answer_form), tokenizer,
+                         add_generation_prompt=True)
              for where, rec in chosen]
     ids = tokenizer(texts, add_special_tokens=add_special)["input_ids"] if texts else []
-    items, too_long = [], 0
+    items, too_long, not_expressible = [], 0, 0
     for (where, rec), prompt_ids in zip(chosen, ids):
         if len(prompt_ids) > max_prompt_length:
             too_long += 1
             continue
         item_mode = modes[str(rec["wrong_id"])]
+        problem = record_problem(rec, where)
         answer, explained = None, item_mode == "explain_refine"
         if offline:
             explained = explained and bool(rec["explanation"].strip())
-            answer = answer_text(rec["refinement"], rec["explanation"] if explained else None)
-        items.append(RLItem(str(rec["wrong_id"]), record_problem(rec, where), list(prompt_ids), where, answer,
-                            explained, item_mode))
+            answer = refinement_target(problem, rec, answer_form, rec["explanation"] if explained else None)
+            if answer is None:
+                not_expressible += 1
+                continue
+        items.append(RLItem(str(rec["wrong_id"]), problem, list(prompt_ids), where, answer, explained, item_mode,
+                            answer_form, assemble_program(problem, rec["wrong_code"]).rstrip() + "\n"))
     by_mode = {m: sum(it.mode == m for it in items) for m in MODES}
     return items, {"rl_items": len(items), "rl_items_by_mode": by_mode, "rl_prompts_too_long": too_long,
+                   "answer_form": answer_form, "rl_answers_not_expressible": not_expressible,
                    "wrong_programs": wrong_programs, **dropped}
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from selfdebug.core.prompts import ParsedCompletion, parse_completion
+from selfdebug.core.answers import parse_answer
+from selfdebug.core.prompts import ParsedCompletion
 from selfdebug.train.rl.data import RLItem
 
 
@@ -38,10 +39,12 @@ class Response:
 
 
 def read_response(tokenizer, ids: Sequence[int], stop_ids: set[int], stop_strings: Sequence[str],
-                  explained: bool, raw_code: bool = False) -> Response:
+                  explained: bool, raw_code: bool = False, answer_form: str = "full", wrong_program: str = ""
+                  ) -> Response:
     """Cut generated ``ids`` at the first stop token (kept: the policy learns to stop) or at the end of the
     first stop string, then parse it into explanation and code and find the explanation's last token.
-    ``raw_code``: the whole text is the program (no fence, no explanation)."""
+    ``raw_code``: the whole text is the program (no fence, no explanation). ``answer_form``: an edit form's
+    fix is applied to ``wrong_program``, so ``code`` is always the whole program."""
     ids = list(ids)
     end = next((k for k, t in enumerate(ids) if t in stop_ids), None)
     truncated = end is None
@@ -53,14 +56,14 @@ def read_response(tokenizer, ids: Sequence[int], stop_ids: set[int], stop_string
         at, s = min(cuts)
         last = char_to_token(tokenizer, ids, at + len(s) - 1)
         ids, text, truncated = ids[:last + 1], text[:at], False
-    parsed = parse_completion(text)
+    parsed = parse_answer(text, answer_form, wrong_program)
     if raw_code:
         parsed = ParsedCompletion(explanation="", code=text.rstrip() + "\n" if text.strip() else None)
     explanation, explanation_end = None, None
     if explained:
         explanation = parsed.explanation  # "" when none was written (it scores S_ex = 0)
         if explanation:
-            # parse_completion returns text[:start].strip(): the explanation begins after the leading blanks.
+            # parse_answer returns text[:start].strip(): the explanation begins after the leading blanks.
             stop_char = (len(text) - len(text.lstrip())) + len(explanation)
             explanation_end = char_to_token(tokenizer, ids, stop_char - 1)
     if not ids:  # the model stopped at once: keep one token to carry the reward

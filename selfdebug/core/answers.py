@@ -1,5 +1,10 @@
 """Answer forms of a repair: how the fix of a wrong program is written, and how to apply it back.
 
+A model's answer form is a property of how it was trained: ``model.answer_form`` in the configs, recorded in
+each trained model's ``selfdebug_sft.json`` (``model_answer_form`` reads it back), and used alike by SFT
+targets, PPO rollouts and evaluation, with the refinement instruction naming it
+(``selfdebug.core.prompts.refine_instruction``).
+
 - ``full``: the whole corrected program in one ```python block (the paper's form; SFT and evaluation read it).
 - ``line``: only the changed lines, one ``old => new`` per line (whitespace-stripped; the new line takes the
   old line's indentation). About ten tokens to copy instead of a function: the form the issue measured as
@@ -16,9 +21,12 @@ Plain functions of text: no model, no Lightning.
 from __future__ import annotations
 
 import difflib
+import json
 import re
+from pathlib import Path
 
-from selfdebug.core.prompts import parse_completion
+from selfdebug.core.errors import ConfigError
+from selfdebug.core.prompts import ANSWER_FORMS, ParsedCompletion, parse_completion
 
 ARROW = " => "
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
@@ -140,3 +148,68 @@ def apply_answer(wrong: str, answer: str, form: str) -> str | None:
         rows = [row for row in text.splitlines() if ARROW in row]  # an explanation's sentences carry no arrow
         return apply_line(wrong, "\n".join(rows)) if rows else None
     raise ValueError(f"unknown answer form {form!r}")
+
+
+def fix_start(text: str, form: str) -> int | None:
+    """Character index where the fix begins in an edit-form answer (the explanation is what comes before it):
+    the first ``old => new`` row, or the first SEARCH marker; None when there is none."""
+    if form == "line":
+        at = 0
+        for row in text.splitlines(keepends=True):
+            if ARROW in row:
+                return at
+            at += len(row)
+        return None
+    if form == "search_replace":
+        at = text.find(SEARCH)
+        return at if at >= 0 else None
+    raise ValueError(f"fix_start is for the edit forms, not {form!r}")
+
+
+def parse_answer(text: str, form: str, wrong: str) -> ParsedCompletion:
+    """What a refinement says in ``form``: the explanation before the fix, and the full program the answer
+    stands for (``code`` None when no fix is written or the edit does not apply to ``wrong``). ``wrong`` is
+    the program as the prompt showed it (``prompts.assemble_program``)."""
+    if form == "full":
+        return parse_completion(text)
+    start = fix_start(text, form)
+    explanation = (text if start is None else text[:start]).strip()
+    return ParsedCompletion(explanation=explanation, code=None if start is None else apply_answer(wrong, text, form))
+
+
+def check_answer_form(form, key: str = "model.answer_form") -> str:
+    if form not in ANSWER_FORMS:
+        raise ConfigError(f"{key} = {form!r}; choose one of {list(ANSWER_FORMS)}")
+    return str(form)
+
+
+def model_answer_form(name_or_path: str | None, configured: str | None = None,
+                      key: str = "model.answer_form") -> str:
+    """The answer form to prompt and read a model with: ``configured`` when set, else what the model folder's
+    ``selfdebug_sft.json`` records (a model trained here), else ``full`` (the paper's form)."""
+    if configured is not None:
+        return check_answer_form(configured, key)
+    if name_or_path:
+        if name_or_path == "mini":
+            from selfdebug.core.models import mini_dir
+
+            folder = mini_dir()
+        else:
+            folder = Path(str(name_or_path)).expanduser()
+        meta = folder / "selfdebug_sft.json"
+        if meta.is_file():
+            try:
+                info = json.loads(meta.read_text(encoding="utf-8"))
+                # A pretrained checkpoint records it among its pretrain settings.
+                recorded = info.get("answer_form") or (info.get("pretrain") or {}).get("answer_form") or "full"
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{meta}: unreadable ({exc}); set {key} explicitly") from None
+            return check_answer_form(recorded, f"answer_form in {meta}")
+    return "full"
+
+
+def answer_form_of(cfg, name_or_path) -> str:
+    """A run config's answer form for the model at ``name_or_path``: ``model.answer_form``, or (null/absent)
+    what that model records."""
+    configured = cfg.get("model", {}).get("answer_form") if hasattr(cfg, "get") else None
+    return model_answer_form(None if name_or_path is None else str(name_or_path), configured)

@@ -5,6 +5,9 @@ Each stage runs as its own command line (``python -m selfdebug.collect``, ``self
 the collected dataset to SFT and RL, the SFT model to RL, each trained model to the evaluation. A stage whose
 complete output already exists is skipped, and a stage that was killed resumes from its own checkpoints, so a
 killed pipeline re-run with the same command finishes without redoing finished work.
+
+``evaluate.benchmarks`` (a mapping ``name -> [override, ...]``) evaluates each model on each benchmark, in
+``evaluate/<label>/<name>``; without it each model is evaluated once, in ``evaluate/<label>``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from selfdebug.core.cli import CONF_DIR, user_errors
-from selfdebug.core.errors import SelfDebugError
+from selfdebug.core.errors import ConfigError, SelfDebugError
 
 log = logging.getLogger("selfdebug.pipeline")
 
@@ -50,12 +53,59 @@ def _run_stage(name: str, module: str, run_dir: Path, overrides: list[str]) -> N
     print(f"[pipeline] {name}: done in {time.monotonic() - start:.0f}s", flush=True)
 
 
+def evaluation_benchmarks(cfg: DictConfig) -> dict[str | None, list[str]]:
+    """``{name: overrides}`` from ``evaluate.benchmarks``, checked; ``{None: []}`` when it is null or empty (one
+    evaluation per model, in ``evaluate/<label>``, as before the key existed). An entry set to null is dropped."""
+    benchmarks = cfg.evaluate.get("benchmarks")
+    if benchmarks is None or (isinstance(benchmarks, DictConfig) and len(benchmarks) == 0):
+        return {None: []}
+    if not isinstance(benchmarks, DictConfig):
+        raise ConfigError(f"evaluate.benchmarks = {_show(benchmarks)}; it must be a mapping from a benchmark name to "
+                          f"a list of evaluate overrides, e.g. {{humanevalfix: [benchmark=humanevalfix]}}, or null")
+    out: dict[str | None, list[str]] = {}
+    for name in benchmarks:
+        key = f"evaluate.benchmarks.{name}"
+        if not re.fullmatch(r"[\w.-]+", str(name)) or str(name) in (".", ".."):
+            raise ConfigError(f"{key}: the name is a folder name under evaluate/<label>/; use letters, digits, "
+                              f"'_', '-' and '.'")
+        entry = benchmarks[name]
+        if entry is None:
+            continue
+        if not isinstance(entry, ListConfig) or not all(isinstance(o, str) for o in entry):
+            raise ConfigError(f"{key} = {_show(entry)}; it must be a list of evaluate overrides (strings), e.g. "
+                              f"[benchmark={name}, limit=200], or null to leave this benchmark out")
+        out[str(name)] = [str(o) for o in entry]
+    if not out:
+        raise ConfigError("evaluate.benchmarks: every entry is null; give at least one benchmark, or set "
+                          "evaluate.benchmarks=null for one evaluation per model")
+    return out
+
+
+def _show(value) -> str:
+    return repr(OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value)
+
+
+def base_model_settings(model: DictConfig) -> list[str]:
+    """Overrides that carry the base model config's prompt settings to its trained SFT / RL checkpoints, which
+    are evaluated as ``model=hf``: the chat format (a StarChat-pretrained base keeps StarChat turns), and the
+    answer form when the base config fixes one (null: the trained model's folder records it)."""
+    out = []
+    for key in ("chat_format", "answer_form"):
+        value = model.get(key)
+        if value is not None:
+            out.append(f"model.{key}={value}")
+    return out
+
+
 def run(cfg: DictConfig) -> dict:
-    root = Path(HydraConfig.get().runtime.output_dir)
+    benchmarks = evaluation_benchmarks(cfg)  # before any stage runs: a bad entry costs nothing
+    hydra_cfg = HydraConfig.get()
+    root = Path(hydra_cfg.runtime.output_dir)
+    model_name = hydra_cfg.runtime.choices["model"]  # the group option (model=mini), passed on to every stage
     # One W&B group for all the stages of this pipeline; the tags (model:, stage:, ...) tell them apart.
     group = re.sub(r"[^\w.-]+", "_", f"pipeline-{root.name}")
     logger = ["logger=wandb", f"logger.group={group}"] if cfg.wandb else ["logger=none"]
-    common = [f"model={cfg.model}", f"seed={cfg.seed}", *logger]
+    common = [f"model={model_name}", f"seed={cfg.seed}", *logger]
     extra = lambda key: [str(o) for o in (cfg[key].overrides or [])]  # noqa: E731
     dirs = {"collect": root / "collect", "sft": root / "sft", "rl": root / "rl"}
     dataset = dirs["collect"] / "dataset"
@@ -67,19 +117,20 @@ def run(cfg: DictConfig) -> dict:
     if cfg.rl.enabled:
         init = [f"rl.sft_checkpoint={dirs['sft'] / 'model'}"] if cfg.sft.enabled else []
         _run_stage("rl", "selfdebug.train", dirs["rl"], common + [f"dataset.path={dataset}"] + init + extra("rl"))
-    eval_dirs = []
     if cfg.evaluate.enabled:
         for label in cfg.evaluate.models:
             if label == "base":
-                model = [f"model={cfg.model}"]
+                model = [f"model={model_name}"]
             elif label in ("sft", "rl") and cfg[label].enabled:
-                model = ["model=hf", f"model.name_or_path={dirs[label] / 'model'}"]
+                model = ["model=hf", f"model.name_or_path={dirs[label] / 'model'}", *base_model_settings(cfg.model)]
             else:
                 continue
-            run_dir = root / "evaluate" / label
-            eval_dirs.append(run_dir)
-            _run_stage(f"evaluate:{label}", "selfdebug.evaluate", run_dir,
-                       model + [f"label={label}", f"seed={cfg.seed}", *logger] + extra("evaluate"))
+            for bench, bench_overrides in benchmarks.items():
+                run_dir = root / "evaluate" / label / (bench or "")
+                name = f"evaluate:{label}" + (f":{bench}" if bench else "")
+                _run_stage(name, "selfdebug.evaluate", run_dir,
+                           model + [f"label={label}", f"seed={cfg.seed}", *logger] + extra("evaluate")
+                           + bench_overrides)
     report = None
     if cfg.report:
         from selfdebug.analysis.report import write_report

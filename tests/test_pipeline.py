@@ -1,8 +1,11 @@
-"""``python -m selfdebug.pipeline``: collect -> SFT -> RL -> evaluate -> report, killed in RL and resumed."""
+"""``python -m selfdebug.pipeline``: collect -> SFT -> RL -> evaluate -> report, killed in RL and resumed; the
+base, SFT and RL models evaluated on two repair benchmarks side by side; bad ``evaluate.benchmarks`` entries."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,13 +21,14 @@ def _list(key: str, items: list[str]) -> str:
     return f"{key}=[" + ",".join(f'"{item}"' for item in items) + "]"
 
 
-SMALL = ["+exp=quickstart", "wandb=false",
+SMALL = ["+exp=quickstart", "model=tiny", "wandb=false",
          _list("collect.overrides", ["+exp=collect_quickstart", "data.limit_per_source=12", "n_initial=1"]),
          _list("sft.overrides", ["+exp=sft_quickstart", "sft.max_steps=6", "sft.eval_every=0",
                                  "sft.checkpoint_every=3"]),
          _list("rl.overrides", ["+exp=rl_quickstart", "rl.total_steps=6", "rl.checkpoint_every=1"]),
          _list("evaluate.overrides", ["limit=2", "n_samples=1", "rounds=1", "ks=[1]",
-                                      "sampling.max_new_tokens=16"])]
+                                      "sampling.max_new_tokens=16"]),
+         "evaluate.benchmarks=null"]  # one evaluation per model, in evaluate/<label> (the layout without benchmarks)
 
 
 @pytest.mark.slow
@@ -57,3 +61,101 @@ def test_pipeline_killed_during_rl_resumes_without_redoing_collection_or_sft(tmp
     report = (run_dir / "report" / "report.md").read_text()
     assert all(f"| {label} |" in report for label in ("base", "sft", "rl"))
     assert "report:" in done.stdout
+
+
+def _pipeline(run_dir, *overrides, timeout=900):
+    return subprocess.run([sys.executable, "-m", "selfdebug.pipeline", f"hydra.run.dir={run_dir}", *overrides],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+
+
+def _finished_training(run_dir, model_dir) -> None:
+    """Collection, SFT and RL outputs as the stages leave them when complete (the tiny checkpoint standing in
+    for the trained models), so the pipeline skips them and goes straight to the evaluations."""
+    (run_dir / "collect" / "dataset").mkdir(parents=True)
+    (run_dir / "collect" / "dataset" / "stats.json").write_text("{}\n")
+    for stage in ("sft", "rl"):
+        shutil.copytree(model_dir, run_dir / stage / "model")
+        (run_dir / stage / "summary.json").write_text("{}\n")
+
+
+@pytest.mark.slow
+def test_pipeline_evaluates_base_sft_rl_on_two_benchmarks_and_reports_them_side_by_side(tmp_path):
+    from selfdebug.core.models import ensure_tiny
+
+    run_dir = tmp_path / "pipe"
+    _finished_training(run_dir, ensure_tiny())
+    overrides = ["+exp=quickstart", "model=tiny", "wandb=false",
+                 _list("evaluate.overrides", ["n_samples=1", "rounds=1", "ks=[1]", "sampling.temperature=0",
+                                              "sampling.max_new_tokens=8", "progress=false"]),
+                 _list("evaluate.benchmarks.mbpp_mutants", ["benchmark=mbpp_mutants", "limit=2",
+                                                            f"benchmark.loader.cache_dir={tmp_path / 'cache'}"]),
+                 _list("evaluate.benchmarks.humanevalfix", ["benchmark=humanevalfix", "limit=2"])]
+    done = _pipeline(run_dir, *overrides)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for stage in ("collect", "sft", "rl"):
+        assert f"{stage}: complete output found" in done.stdout
+    results = {}
+    for label in ("base", "sft", "rl"):
+        for bench in ("mbpp_mutants", "humanevalfix"):
+            path = run_dir / "evaluate" / label / bench / "results.json"
+            results[bench, label] = json.loads(path.read_text())
+            assert results[bench, label]["benchmark"] == bench and results[bench, label]["start"] == "given"
+    # The trained models are evaluated with the base model config's chat format.
+    sft_config = (run_dir / "evaluate" / "sft" / "humanevalfix" / ".hydra" / "config.yaml").read_text()
+    assert "chat_format: template" in sft_config
+
+    table = json.loads((run_dir / "report" / "repair_table.json").read_text())
+    order = [(r["benchmark"], r["model"]) for r in table["rows"]]
+    assert order == [(b, m) for b in ("humanevalfix", "mbpp_mutants") for m in ("base", "sft", "rl")]
+    md = (run_dir / "report" / "report.md").read_text()
+    assert md.index("## Repair benchmarks: base vs SFT vs RL") < md.index("## Self-debugging (Table 2 layout)")
+    for row in table["rows"]:
+        res = results[row["benchmark"], row["model"]]
+        after = res["rounds"][1]["pass@1"]
+        assert row["problems"] == res["n_problems"] == 2
+        assert row["pass@1_given"] == res["rounds"][0]["pass@1"]["value"] == 0.0
+        assert row["pass@1_round1"] == {"value": after["value"], "low": after["ci_low"], "high": after["ci_high"]}
+        assert row["refinement_rate_round1"] == res["rounds"][1]["refinement"]["cumulative_rate"]
+        s_ex = (res.get("explanation_score") or {}).get("round_1")
+        assert (row["s_ex_round1"] is None) == (s_ex is None or s_ex.get("mean") is None)
+        s_ex_cell = "-" if row["s_ex_round1"] is None else (
+            f"{s_ex['mean']:.3f} [{s_ex['ci_low']:.3f}, {s_ex['ci_high']:.3f}]")
+        line = (f"| {row['benchmark']} | {row['model']} | 2 | 0.00 | {after['value']:.2f} "
+                f"[{after['ci_low']:.2f}, {after['ci_high']:.2f}] | {row['refinement_rate_round1']:.2f} | {s_ex_cell} |")
+        assert line in md, line
+    assert "Repair benchmarks: base vs SFT vs RL" in (run_dir / "report" / "report.html").read_text()
+
+    # The same command again: every stage is found complete, nothing is re-run.
+    stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "evaluate").rglob("results.json")}
+    again = _pipeline(run_dir, *overrides)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("complete output found") == 3 + 6
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["+exp=quickstart", "evaluate.benchmarks.humanevalfix='benchmark=humanevalfix'"], "evaluate.benchmarks.humanevalfix"),
+    (["+exp=quickstart", "evaluate.benchmarks.humanevalfix=[1,2]"], "evaluate.benchmarks.humanevalfix"),
+    (["evaluate.benchmarks=[a,b]"], "evaluate.benchmarks"),  # over the default null (no quickstart mapping)
+])
+def test_a_bad_benchmarks_entry_stops_the_pipeline_before_any_stage(tmp_path, overrides, key):
+    done = _pipeline(tmp_path / "pipe", *overrides, "model=tiny", "wandb=false", timeout=120)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"error: {key} = " in done.stderr
+    assert "[pipeline]" not in done.stdout and not (tmp_path / "pipe" / "collect").exists()
+
+
+def test_trained_models_keep_the_base_models_chat_format():
+    from hydra import compose, initialize_config_dir
+
+    from selfdebug.core.cli import CONF_DIR
+    from selfdebug.pipeline import base_model_settings
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        quickstart = compose("pipeline", overrides=["+exp=quickstart"])
+        tiny = compose("pipeline", overrides=["+exp=quickstart", "model=tiny", "model.answer_form=line"])
+    assert base_model_settings(quickstart.model) == ["model.chat_format=starchat"]  # mini: StarChat turns
+    assert base_model_settings(tiny.model) == ["model.chat_format=template", "model.answer_form=line"]
+    assert dict(quickstart.evaluate.benchmarks) == {"mbpp_mutants": ["benchmark=mbpp_mutants", "limit=200"],
+                                                    "humanevalfix": ["benchmark=humanevalfix"]}

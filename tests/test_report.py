@@ -147,3 +147,43 @@ def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
     png = (out / "figure3_reward_terms.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "figure3_reward_terms.png" in (out / "report.html").read_text()
+
+
+def _repair_run(root, label: str, benchmark: str, after: float, rate: float, s_ex) -> None:
+    """An evaluation run dir as selfdebug.evaluate leaves it (only the keys the report reads)."""
+    run = root / label / benchmark
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"label: {label}\nseed: 0\n")
+    rounds = [{"round": 0, "pass@1": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}},
+              {"round": 1, "pass@1": {"value": after, "ci_low": after - 5, "ci_high": after + 5},
+               "refinement": {"cumulative_rate": rate}}]
+    (run / "results.json").write_text(json.dumps({
+        "benchmark": benchmark, "model": "tiny", "mode": "explain_refine", "start": "given", "n_problems": 10,
+        "n_samples": 1, "rounds": rounds, "initial_wrong": 10, "pass@k_final": {"pass@1": after},
+        "explanation_score": None if s_ex is None else {"round_1": {"mean": s_ex, "ci_low": s_ex - 0.1,
+                                                                    "ci_high": s_ex + 0.1, "n": 10}}}))
+
+
+@pytest.mark.slow
+def test_report_puts_base_sft_rl_side_by_side_on_the_repair_benchmarks(tmp_path):
+    from selfdebug.analysis.report import write_report
+
+    runs = tmp_path / "runs"
+    for i, label in enumerate(("rl", "base", "sft")):  # written out of order: the table orders them
+        _repair_run(runs, label, "mbpp_mutants", after=10.0 * (i + 1), rate=10.0 * (i + 1), s_ex=0.5 + 0.1 * i)
+        _repair_run(runs, label, "humanevalfix", after=5.0 * (i + 1), rate=5.0 * (i + 1), s_ex=None)
+    out = tmp_path / "report"
+    write_report([runs], out, figure3_max_records=0)
+    md = (out / "report.md").read_text()
+    assert md.index("## Repair benchmarks: base vs SFT vs RL") < md.index("## Self-debugging (Table 2 layout)")
+    assert "| humanevalfix | base | 10 | 0.00 | 10.00 [5.00, 15.00] | 10.00 | - |" in md  # no S_ex: "-"
+    assert "| mbpp_mutants | rl | 10 | 0.00 | 10.00 [5.00, 15.00] | 10.00 | 0.500 [0.400, 0.600] |" in md
+    table = json.loads((out / "repair_table.json").read_text())
+    assert [(r["benchmark"], r["model"]) for r in table["rows"]] == [
+        (b, m) for b in ("humanevalfix", "mbpp_mutants") for m in ("base", "sft", "rl")]
+    rl = table["rows"][5]
+    assert rl["pass@1_given"] == 0.0 and rl["pass@1_round1"] == {"value": 10.0, "low": 5.0, "high": 15.0}
+    assert rl["refinement_rate_round1"] == 10.0 and rl["problems"] == 10
+    assert rl["s_ex_round1"]["value"] == 0.5 and rl["s_ex_round1"]["n"] == 10
+    assert table["rows"][0]["s_ex_round1"] is None
+    assert "Repair benchmarks: base vs SFT vs RL" in (out / "report.html").read_text()

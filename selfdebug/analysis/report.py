@@ -5,6 +5,9 @@
 It reads every evaluation (``results.json``) and training run (``metrics.jsonl`` with a ``stage`` in its
 ``.hydra/config.yaml``) under the given folders and writes:
 
+- repair benchmarks, base vs SFT vs RL (runs with ``start: given``, e.g. ``benchmark=mbpp_mutants|humanevalfix``):
+  per benchmark and model, pass@1 of the given code and after round 1 with its bootstrap interval, the success
+  refinement rate and S_ex of round 1 with its interval; the same numbers in ``repair_table.json`` beside it;
 - Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after one round
   of refinement (the paper's tables are one round; later rounds are in the by-round plot, its Fig. 4);
 - Table 4: success refinement rate of round 1;
@@ -34,6 +37,7 @@ from omegaconf import DictConfig
 from selfdebug.analysis import options
 from selfdebug.core.cli import CONF_DIR
 from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.core.tracking import write_json_atomic
 
 SEED_KEYS = ("seed",)
 
@@ -84,6 +88,69 @@ REPORTED_ROUND = 1  # the paper's Tables 2-4 are one round of refinement
 
 def _round(results: dict, index: int) -> dict | None:
     return next((r for r in results["rounds"] if r["round"] == index), None)
+
+
+MODEL_ORDER = {"base": 0, "sft": 1, "rl": 2}  # the pipeline's labels, in training order; any other label follows
+
+
+def _model_key(label: str) -> tuple:
+    return (MODEL_ORDER.get(label, len(MODEL_ORDER)), label)
+
+
+def repair_evals(evals: list[dict]) -> list[dict]:
+    """Evaluations that start from a given wrong program (the repair benchmarks), by benchmark, then base, sft,
+    rl (then other labels), then mode."""
+    return sorted((e for e in evals if e["results"].get("start") == "given"),
+                  key=lambda e: (e["benchmark"], _model_key(e["label"]), e["mode"], str(e["dir"])))
+
+
+def _interval(entry: dict | None, value_key: str) -> dict | None:
+    """``{"value", "low", "high"}`` of a results.json entry (pass@k: value/ci_low/ci_high; S_ex: mean/ci_low/
+    ci_high, or low/high), or None when the entry or its value is absent."""
+    if not entry or entry.get(value_key) is None:
+        return None
+    low = entry.get("ci_low", entry.get("low"))
+    high = entry.get("ci_high", entry.get("high"))
+    return {"value": float(entry[value_key]), "low": None if low is None else float(low),
+            "high": None if high is None else float(high)}
+
+
+def repair_records(evals: list[dict]) -> list[dict]:
+    """One record per repair evaluation: the numbers of the "base vs SFT vs RL" table, machine-readable
+    (``repair_table.json``). pass@1 and the refinement rate are in percent, as in results.json; S_ex in [0, 1]."""
+    runs = repair_evals(evals)
+    modes = {e["mode"] for e in runs}
+    records = []
+    for e in runs:
+        res = e["results"]
+        given, refined = _round(res, 0) or {}, _round(res, REPORTED_ROUND)
+        rate = (refined or {}).get("refinement", {}).get("cumulative_rate")
+        s_ex = _interval((res.get("explanation_score") or {}).get("round_1"), "mean")
+        if s_ex is not None:
+            s_ex["n"] = (res["explanation_score"]["round_1"]).get("n")
+        records.append({
+            "benchmark": e["benchmark"], "model": e["label"], "mode": e["mode"],
+            "label": e["label"] if len(modes) == 1 else f"{e['label']} ({e['mode']})",
+            "problems": res.get("n_problems"), "n_samples": res.get("n_samples"),
+            "pass@1_given": _value(given, "pass@1"),
+            "pass@1_round1": _interval(refined and refined.get("pass@1"), "value"),
+            "refinement_rate_round1": rate, "s_ex_round1": s_ex, "run_dir": str(e["dir"])})
+    return records
+
+
+def repair_rows(records: list[dict]) -> list[list]:
+    """The table's cells: pass@1 with its interval as ``value [low, high]``, "-" where a number is absent."""
+    def fmt(v, digits=2):
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    def ci(entry, digits):
+        if entry is None:
+            return "-"
+        return f"{fmt(entry['value'], digits)} [{fmt(entry['low'], digits)}, {fmt(entry['high'], digits)}]"
+
+    return [[r["benchmark"], r["label"], "-" if r["problems"] is None else r["problems"], fmt(r["pass@1_given"]),
+             ci(r["pass@1_round1"], 2), fmt(r["refinement_rate_round1"]), ci(r["s_ex_round1"], 3)]
+            for r in records]
 
 
 def table2_rows(evals: list[dict]) -> list[list]:
@@ -274,6 +341,8 @@ def _html_table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+TR = ["benchmark", "model", "problems", "pass@1 given", "pass@1 after round 1 [low, high]",
+      "refinement rate, round 1 (%)", "S_ex round 1 [low, high]"]
 T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined (round 1)", "pass@10 initial",
       "pass@10 refined (round 1)", "rounds run"]
 T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate, round 1 (%)"]
@@ -304,6 +373,12 @@ def figure3_sections(collections: list[Path], out: Path, max_records: int, expla
     return sections, plots, notes
 
 
+REPAIR_TITLE = "Repair benchmarks: base vs SFT vs RL"
+REPAIR_UNITS = {"pass@1": "percent of problems", "refinement_rate_round1": "percent of wrong given programs fixed",
+                "s_ex_round1": "mean cosine similarity to the reference explanations, in [0, 1]",
+                "intervals": "bootstrap over problems (results.json bootstrap.confidence)"}
+
+
 def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
                  explanation_model: str | None = None, seed: int = 0) -> dict:
     from selfdebug.analysis.figure3 import find_collections
@@ -320,6 +395,10 @@ def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
                                              if collections else ([], [], []))
     plots += fig3_plots
     sections = []
+    repair = repair_records(evals)
+    if repair:
+        sections.append((REPAIR_TITLE, TR, repair_rows(repair)))
+    write_json_atomic(out / "repair_table.json", {"columns": TR, "units": REPAIR_UNITS, "rows": repair})
     if evals:
         sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
         sections.append(("Success refinement rate (Table 4 layout)", T4, table4_rows(evals)))

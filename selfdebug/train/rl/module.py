@@ -241,7 +241,8 @@ class PPOModule(pl.LightningModule):
             logprobs, values = generated.logprobs, generated.values
             for row, (item, ids) in enumerate(zip(part, generated.ids)):
                 response = read_response(self.tokenizer, ids, self.stop_ids, self.stop_strings, item.explained,
-                                         raw_code=s.code_from == "raw")
+                                         raw_code=s.code_from == "raw", answer_form=item.answer_form,
+                                         wrong_program=item.wrong_program)
                 program = assemble_program(item.problem, response.code) if response.code is not None else None
                 responses.append(response)
                 programs.append(program)

@@ -22,6 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from selfdebug.core.answers import answer_form_of
 from selfdebug.core.cli import user_error_in
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
@@ -32,6 +33,7 @@ from selfdebug.train import lifecycle
 from selfdebug.train.data import load_records
 from selfdebug.train.distributed import check_divisible, check_launch, summed_over_ranks
 from selfdebug.train.model import check_target_modules, count_trainable, prepare_for_training, weights_dtype
+from selfdebug.train.repair_eval import make_repair_eval
 from selfdebug.train.rl.data import PromptStream, build_items, check_has_wrong_solutions
 from selfdebug.train.rl.engines.vllm import check_rollout_world
 from selfdebug.train.rl.metrics import final_figures
@@ -183,9 +185,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"rl.sft_checkpoint: {source} is a LoRA adapter, so the RL adapter must be merged into "
                           "its base when saved, which trainer=fsdp does not do; use trainer=ddp with peft=lora, or "
                           "merge the SFT adapter first (peft.merge=true in the SFT run)")
+    answer_form = answer_form_of(cfg, source)  # an SFT checkpoint records the form it was trained on
     items, counts = build_items(trajectories, tokenizer, settings.mode, settings.offline, settings.max_prompt_length,
                                 seed=run.seed, sources=settings.sources,
-                                references=set(references.refinements) if settings.require_reference else None)
+                                references=set(references.refinements) if settings.require_reference else None,
+                                answer_form=answer_form)
     check_items(items, counts, settings, reward, references)
     log.info("RL data: %d of %d wrong programs become prompts (%s; %d over rl.max_prompt_length); formats %s",
              len({it.wrong_id for it in items}), counts["wrong_programs"], dropped_text(counts),
@@ -210,6 +214,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         module = PPOModule(policy, tokenizer, reward, sandbox, items, settings, seed=run.seed, lora=lora.enabled,
                            run_logger=run_logger if rank0 else None, run_dir=run.run_dir if rank0 else None)
         stream = PromptStream(len(items), settings.prompts_per_step, settings.total_steps, seed=run.seed)
+        repair = make_repair_eval(settings.repair_eval, tokenizer=tokenizer, answer_form=answer_form, trainer=trainer,
+                                  strategy=run.strategy, run_logger=run_logger, run_dir=run.run_dir,
+                                  last_step=min(settings.total_steps, settings.stop_after or settings.total_steps),
+                                  sandbox_config=sandbox_config, sandbox=sandbox, stage="rl")
+        if repair is not None:
+            trainer.callbacks.append(repair)
         lifecycle.fit(trainer, module, stream, ckpt_path)
         steps = module.ppo_step
         summary = {**lifecycle.common_summary(run, trainer, module, steps=steps, total_steps=settings.total_steps,
@@ -223,7 +233,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    "sandbox": summed_over_ranks(sandbox.stats()),  # every rank's sandbox, summed
                    "references": references.stats(), **counts}
         if summary["finished"]:
-            info = {"stage": "rl", "base": source, "steps": steps, "rl": lifecycle.container(cfg.rl),
+            info = {"stage": "rl", "base": source, "answer_form": answer_form, "steps": steps,
+                    "rl": lifecycle.container(cfg.rl),
                     "reward": lifecycle.container(cfg.reward), "peft": lifecycle.container(cfg.get("peft")),
                     "devices": trainer.world_size, "strategy": run.strategy}
             saved = lifecycle.save_model(run, trainer, module.policy, tokenizer, info=info,

@@ -10,6 +10,7 @@ from omegaconf import MISSING
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
+from selfdebug.train.repair_eval import RepairEvalSettings, repair_eval_settings
 
 # rl.mode: one format for every prompt, or "mixed": each wrong program drawn into one of MODES, half each.
 RL_MODES = (*MODES, "mixed")
@@ -98,8 +99,11 @@ class PPOSettings:
     table_every: int = 10  # sampled rollouts to rollouts.jsonl and a W&B table every N steps; 0: never
     table_rows: int = 8
     summary_window: int = 5  # summary.json's final/* figures average the last N steps
+    # held-out mutants repaired greedily every N PPO steps (repair/pass@1, repair_eval.jsonl); every: 0 is off
+    repair_eval: RepairEvalSettings = field(default_factory=RepairEvalSettings)
 
     def __post_init__(self) -> None:
+        self.repair_eval = repair_eval_settings(self.repair_eval, "rl.repair_eval")
         self.betas = tuple(float(b) for b in self.betas)
         ints_pos = ("batch_size", "samples_per_prompt", "generation_batch_size", "max_new_tokens", "total_steps",
                     "ppo_epochs", "mini_batch_size", "micro_batch_size", "max_prompt_length", "keep_checkpoints",

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from selfdebug.core.answers import answer_form_of
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import load_causal_lm
 from selfdebug.core.prompts import apply_chat_format
+from selfdebug.execution import SandboxConfig
 from selfdebug.train import lifecycle
 from selfdebug.train.checkpoints import StepCheckpoint
 from selfdebug.train.data import (
@@ -34,6 +36,7 @@ from selfdebug.train.data import (
 )
 from selfdebug.train.distributed import check_divisible, check_launch
 from selfdebug.train.model import check_target_modules, count_trainable, prepare_for_training, weights_dtype
+from selfdebug.train.repair_eval import make_repair_eval
 from selfdebug.train.settings import settings_from
 from selfdebug.train.sft.module import HeldOutEval, MetricsLog, SFTModule
 from selfdebug.train.sft.settings import SFTSettings
@@ -41,7 +44,7 @@ from selfdebug.train.sft.settings import SFTSettings
 log = logging.getLogger("selfdebug.train")
 
 
-def load_examples(cfg: DictConfig, seed: int):
+def load_examples(cfg: DictConfig, seed: int, answer_form: str = "full"):
     """Records -> chat examples (mixture applied) -> (train, heldout); every data error surfaces here."""
     dcfg = cfg.dataset
     if dcfg.path is None:
@@ -51,12 +54,13 @@ def load_examples(cfg: DictConfig, seed: int):
         raise DataError(f"dataset.path: {dcfg.path} holds no records (its shards are empty); collect data first")
     mixture = lifecycle.container(dcfg.mixture)
     examples = build_examples(trajectories, codegen, mixture, only_correct=bool(dcfg.only_correct),
-                              dedupe=bool(dcfg.dedupe), seed=seed)
+                              dedupe=bool(dcfg.dedupe), seed=seed, answer_form=answer_form)
     if not examples:
         n_ok = sum(r["verdict"] == "correct" for _, r in trajectories)
         raise DataError(f"dataset.path: {dcfg.path} gives no training examples ({len(trajectories)} trajectories, "
                         f"{n_ok} verified correct, {len(codegen)} code-generation records) with dataset.mixture="
-                        f"{mixture} and dataset.only_correct={dcfg.only_correct}")
+                        f"{mixture}, dataset.only_correct={dcfg.only_correct} and answers in the "
+                        f"{answer_form!r} form")
     train, heldout = split_heldout(examples, int(dcfg.heldout_problems), seed)
     return train, heldout, {"trajectory_records": len(trajectories), "codegen_records": len(codegen)}
 
@@ -69,7 +73,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run = lifecycle.begin(cfg, run_dir, "sft")
     settings = settings_from(SFTSettings, cfg.get("sft"), "sft")
     lora = run.lora
-    train_ex, heldout_ex, counts = load_examples(cfg, run.seed)
+    answer_form = answer_form_of(cfg, cfg.model.name_or_path)
+    train_ex, heldout_ex, counts = load_examples(cfg, run.seed, answer_form)
     model, tokenizer = load_causal_lm(
         cfg.model.name_or_path, dtype=weights_dtype(settings.dtype, lora.enabled, str(cfg.trainer.accelerator)),
         device="cpu", tiny_cache_dir=OmegaConf.select(cfg, "model.generator.tiny_cache_dir"),
@@ -117,15 +122,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                         settings.eval_max_examples, settings.samples, settings.sample_max_new_tokens,
                         settings.micro_batch_size),
             StepCheckpoint(run.ckpt_dir, settings.checkpoint_every, settings.keep_checkpoints)])
+        repair = make_repair_eval(settings.repair_eval, tokenizer=tokenizer, answer_form=answer_form, trainer=trainer,
+                                  strategy=run.strategy, run_logger=run_logger, run_dir=run.run_dir, last_step=stop,
+                                  sandbox_config=SandboxConfig(**lifecycle.container(cfg.get("sandbox"))))
+        if repair is not None:
+            trainer.callbacks.append(repair)
         lifecycle.fit(trainer, module, stream, ckpt_path, weights_only=True)  # ours: tensors and plain values
         step = trainer.global_step
         summary = {**lifecycle.common_summary(run, trainer, module, steps=step, total_steps=plan.total_steps,
                                               trainable=n_trainable, resumed_from=ckpt_path),
                    "base": str(cfg.model.name_or_path), "final_loss": metrics.last.get("loss"),
                    "train_examples": len(train_tok), "examples_by_kind": dict(kinds),
-                   "heldout_examples": len(heldout_tok), "dropped_over_max_length": dropped, **counts}
+                   "heldout_examples": len(heldout_tok), "dropped_over_max_length": dropped,
+                   "answer_form": answer_form, **counts}
         if summary["finished"]:
-            info = {"base": str(cfg.model.name_or_path), "steps": step, "sft": asdict(settings),
+            info = {"base": str(cfg.model.name_or_path), "answer_form": answer_form, "steps": step,
+                    "sft": asdict(settings),
                     "peft": asdict(lora) if lora.enabled else None, "devices": world, "strategy": run.strategy}
             saved = lifecycle.save_model(run, trainer, module.model, tokenizer, info=info, merge_lora=lora.merge,
                                          save_dtype=settings.save_dtype)

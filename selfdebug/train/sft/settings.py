@@ -3,9 +3,10 @@ what it does. ``conf/exp/sft_*.yaml`` override some of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.train.repair_eval import RepairEvalSettings, repair_eval_settings
 
 
 @dataclass
@@ -34,8 +35,11 @@ class SFTSettings:
     samples: int = 4  # held-out prompts answered greedily at each evaluation (a W&B table)
     sample_max_new_tokens: int = 256
     save_dtype: str | None = None  # cast the final weights before save_pretrained (e.g. bfloat16); null: keep
+    # held-out mutants repaired greedily every N steps (repair/pass@1, repair_eval.jsonl); every: 0 is off
+    repair_eval: RepairEvalSettings = field(default_factory=RepairEvalSettings)
 
     def __post_init__(self) -> None:
+        self.repair_eval = repair_eval_settings(self.repair_eval, "sft.repair_eval")
         positive = ("batch_size", "micro_batch_size", "keep_checkpoints", "sample_max_new_tokens")
         for key in positive:
             if int(getattr(self, key)) < 1:

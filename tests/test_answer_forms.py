@@ -12,7 +12,7 @@ from selfdebug.collect.teachers.mutation import MutationTeacher, canonical
 from selfdebug.core.answers import ARROW, answer_form_of, edit_answer, model_answer_form, parse_answer
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.models import load_causal_lm
-from selfdebug.core.prompts import assemble_program, refine_instruction, render_chat
+from selfdebug.core.prompts import assemble_program, refine_instruction
 from selfdebug.evaluate.mutants import load_mbpp_mutants
 from selfdebug.execution import Sandbox, SandboxConfig
 from selfdebug.problems import load_mbpp
@@ -167,7 +167,7 @@ def test_evaluation_applies_line_answers_before_judging(tmp_path):
         refined = [r for r in samples(run_dir) if r["round"] == 1]
         assert all(r["explanation"] == "The bug is on one line." for r in refined)
         if correct:
-            assert all(re.search(r"^def ", r["solution"], re.M) for r in refined)  # judged as whole programs
+            assert all(re.search(r"^def ", r["solution"], re.MULTILINE) for r in refined)  # judged as whole programs
     proc = evaluate(tmp_path / "bad", "benchmark=mbpp_mutants", "limit=3", f"benchmark.loader.cache_dir={cache}",
                     "model=reference", "model.answer_form=diff", "logger=none")
     assert proc.returncode == 2 and "model.answer_form = 'diff'" in proc.stderr

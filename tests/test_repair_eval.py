@@ -17,13 +17,8 @@ from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import assemble_program
 from selfdebug.execution import Sandbox
 from selfdebug.train.app import run
-from selfdebug.train.repair_eval import (
-    RepairEvalSettings,
-    build_repair_set,
-    judge_answers,
-    read_rows,
-    repair_eval_settings,
-)
+from selfdebug.train.repair_eval import build_repair_set, judge_answers, read_rows
+from selfdebug.train.repair_settings import RepairEvalSettings, repair_eval_settings
 from tests.conftest import REPO
 from tests.test_sft_data import write_sft_dataset
 

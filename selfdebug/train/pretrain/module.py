@@ -15,10 +15,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from selfdebug.core.answers import apply_answer
 from selfdebug.train.checkpoints import rng_state, set_rng_state
 from selfdebug.train.distributed import clip_grad_norm
 from selfdebug.train.optim import make_optimizer, trainable_parameters
-from selfdebug.core.answers import apply_answer
 from selfdebug.train.pretrain.data import micro_batch
 from selfdebug.train.pretrain.settings import PretrainSettings
 from selfdebug.train.sft.module import accumulate, count_targets, make_scheduler, target_nll_sum

@@ -18,11 +18,11 @@ import random
 from dataclasses import dataclass
 
 from selfdebug.collect.teachers.mutation import MutationTeacher, canonical, explain, mutants, stable_seed
+from selfdebug.core.answers import edit_answer
 from selfdebug.core.prompts import initial_messages, refine_messages
 from selfdebug.execution.spec import TestSuite
 from selfdebug.problems import Problem
 from selfdebug.train.data import Example, answer_text
-from selfdebug.core.answers import edit_answer
 from selfdebug.train.pretrain.corpus import Unit
 
 NO_TESTS_FEEDBACK = "No tests were run on this code, but it has a bug."

@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
-from selfdebug.train.repair_eval import RepairEvalSettings, repair_eval_settings
+from selfdebug.train.repair_settings import RepairEvalSettings, repair_eval_settings
 
 # rl.mode: one format for every prompt, or "mixed": each wrong program drawn into one of MODES, half each.
 RL_MODES = (*MODES, "mixed")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selfdebug.core.errors import ConfigError
-from selfdebug.train.repair_eval import RepairEvalSettings, repair_eval_settings
+from selfdebug.train.repair_settings import RepairEvalSettings, repair_eval_settings
 
 
 @dataclass

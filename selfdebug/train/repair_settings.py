@@ -1,0 +1,43 @@
+"""The ``sft.repair_eval`` / ``rl.repair_eval`` settings block (the callback is ``selfdebug.train.repair_eval``).
+
+Kept apart from the callback so the settings modules import no Lightning or training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from selfdebug.core.errors import ConfigError
+from selfdebug.core.prompts import MODES
+
+
+@dataclass
+class RepairEvalSettings:
+    """The ``sft.repair_eval`` / ``rl.repair_eval`` block."""
+
+    every: int = 0  # evaluate every N steps (and at step 0 and the last step); 0: never (the default)
+    limit: int = 64  # MBPP test tasks the mutants come from (one mutant each; a few tasks give none)
+    max_new_tokens: int = 64  # greedy answer length
+    mode: str = "explain_refine"  # the refinement prompt: explain_refine or refine
+    batch_size: int = 8  # prompts per generate call (left-padded)
+    max_prompt_length: int = 1024  # longer prompts are left out of the set (counted in each row)
+
+
+def repair_eval_settings(value, key: str) -> RepairEvalSettings:
+    """The block as its dataclass (from a mapping or an instance), every range checked; errors name ``key``."""
+    if isinstance(value, RepairEvalSettings):
+        value = {f.name: getattr(value, f.name) for f in fields(RepairEvalSettings)}
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} = {value!r}; it must be a block of settings (every, limit, max_new_tokens, mode)")
+    unknown = sorted(set(value) - {f.name for f in fields(RepairEvalSettings)})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: no such setting (see selfdebug.train.repair_settings.RepairEvalSettings)")
+    s = RepairEvalSettings(**value)
+    for name, low in (("every", 0), ("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("max_prompt_length", 1)):
+        v = getattr(s, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{key}.{name} = {v!r}; it must be an integer >= {low}")
+    if s.mode not in MODES:
+        raise ConfigError(f"{key}.mode = {s.mode!r}; choose one of {list(MODES)}")
+    return s

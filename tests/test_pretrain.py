@@ -226,6 +226,7 @@ def test_packing_and_the_step_stream_mix_and_resume():
     ({"source_dirs": []}, r"pretrain.source_dirs = \[\]"),
     ({"max_minutes": 0}, r"pretrain.max_minutes = 0"),
     ({"repair_fraction": 0.5, "repair_pairs": 0, "mbpp_train": False}, r"no repair pair would exist"),
+    ({"repair_fraction": 0.5, "repair_pairs": 0, "mbpp_repairs": False}, r"pretrain.mbpp_repairs\): no repair pair"),
     ({"seq_length": 5}, r"pretrain.seq_length: no such setting"),
 ])
 def test_bad_settings_name_their_key(overrides, pattern):

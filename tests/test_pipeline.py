@@ -157,5 +157,5 @@ def test_trained_models_keep_the_base_models_chat_format():
         tiny = compose("pipeline", overrides=["+exp=quickstart", "model=tiny", "model.answer_form=line"])
     assert base_model_settings(quickstart.model) == ["model.chat_format=starchat"]  # mini: StarChat turns
     assert base_model_settings(tiny.model) == ["model.chat_format=template", "model.answer_form=line"]
-    assert dict(quickstart.evaluate.benchmarks) == {"mbpp_mutants": ["benchmark=mbpp_mutants", "limit=200"],
-                                                    "humanevalfix": ["benchmark=humanevalfix"]}
+    assert dict(quickstart.evaluate.benchmarks) == {"mbpp_mutants": ["benchmark=mbpp_mutants", "limit=100"],
+                                                    "humanevalfix": ["benchmark=humanevalfix", "limit=100"]}

@@ -303,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         record = RecordedRequest("GET", self.path, _lower(self.headers), b"", None)
-        self.fake._enter(record)
+        self._enter(record)
         try:
             if self.path.rstrip("/").endswith("/models"):
                 names = self.fake.models or ["fake-model"]
@@ -312,7 +312,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_error(404, f"no route for GET {self.path}")
         finally:
-            self.fake._leave()
+            self._leave()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -322,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError):
             parsed = None
         record = RecordedRequest("POST", self.path, _lower(self.headers), raw, parsed)
-        self.fake._enter(record)
+        self._enter(record)
         try:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send_error(404, f"no route for POST {self.path}")
@@ -331,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            self.fake._leave()
+            self._leave()
 
     def _chat(self, request: Any) -> None:
         fake = self.fake
@@ -378,6 +378,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- replies
 
+    def _enter(self, record: RecordedRequest) -> None:
+        self.fake._enter(record)
+        self._counted = True
+
+    def _leave(self) -> None:
+        """The request stops counting as in flight once; before the body goes out, because a client that has it
+        may send its next request before this thread runs again (which would count one too many)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.fake._leave()
+
     def _send_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         body = {"error": {"message": message, "type": "fake_error", "code": status}}
         self._send_json(status, body, headers)
@@ -394,6 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._leave()
         self.wfile.write(body)
         self.wfile.flush()
 

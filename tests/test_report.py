@@ -15,6 +15,12 @@ from tests.openai_server import FakeOpenAIServer
 from tests.test_evaluate import scripted_responder
 
 
+def report(runs, out, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m selfdebug.report runs=<runs> out=<out>``, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={runs}", f"out={out}", *overrides],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 @pytest.mark.slow
 def test_report_from_single_runs_and_a_seed_sweep(tmp_path):
     problems = load_humaneval()[:3]
@@ -26,8 +32,7 @@ def test_report_from_single_runs_and_a_seed_sweep(tmp_path):
                               env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'sweep'}", f"out={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = report(tmp_path / "sweep", out)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
     # Table 2: initial 0, refined 100, per mode.
@@ -76,8 +81,7 @@ def test_report_shows_repair_benchmarks_by_bug_type(tmp_path):
                     f"benchmark.loader.cache_dir={tmp_path / 'cache'}", *common)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    proc = report(tmp_path / "runs", out)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
     assert "## Repair benchmarks by bug type" in md
@@ -100,8 +104,7 @@ def test_tables_report_round_one_and_the_plot_all_rounds(tmp_path):
                         "logger=none", "label=late")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    proc = report(tmp_path / "runs", out)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
     assert "| late | explain_refine | humaneval | 0.00 | 33.33 | - | - | 3 |" in md  # Table 2: round 1, not 100
@@ -123,9 +126,7 @@ def test_report_shows_figure3_for_a_collected_dataset(tmp_path):
     rows = records(run)
     assert any(r["verdict"] == "wrong" for r in rows) and any(r["verdict"] == "correct" for r in rows)
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "selfdebug.report", f"runs={tmp_path / 'runs'}", f"out={out}",
-                           "figure3.max_records=1000"], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=False)
+    proc = report(tmp_path / "runs", out, "figure3.max_records=1000", timeout=600)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
     assert "## Reward terms over the training data (Figure 3): collect" in md

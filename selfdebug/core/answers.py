@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from selfdebug.core.errors import ConfigError
-from selfdebug.core.prompts import ANSWER_FORMS, ParsedCompletion, parse_completion
+from selfdebug.core.prompts import ANSWER_FORMS, ParsedCompletion, assemble_program, parse_completion
 
 ARROW = " => "
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
@@ -148,6 +148,12 @@ def apply_answer(wrong: str, answer: str, form: str) -> str | None:
         rows = [row for row in text.splitlines() if ARROW in row]  # an explanation's sentences carry no arrow
         return apply_line(wrong, "\n".join(rows)) if rows else None
     raise ValueError(f"unknown answer form {form!r}")
+
+
+def shown_program(problem, code: str) -> str:
+    """The program a refinement prompt shows for ``code`` (``assemble_program``), ending in one newline: what an
+    edit answer is applied to, and the form ``apply_answer`` returns programs in."""
+    return assemble_program(problem, code).rstrip() + "\n"
 
 
 def fix_start(text: str, form: str) -> int | None:

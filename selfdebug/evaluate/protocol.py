@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from selfdebug.core.answers import check_answer_form, parse_answer
+from selfdebug.core.answers import check_answer_form, parse_answer, shown_program
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution import Sandbox
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
@@ -209,7 +209,7 @@ def _run_round(round_index, problems, by_id, latest, generator, sandbox, setting
         parsed = [parse_completion(text) for text in completions]
     else:  # an edit-form answer is applied to the program the prompt showed
         parsed = [parse_answer(text, settings.answer_form,
-                               assemble_program(by_id[r["task_id"]], r["code"] or r["completion"]).rstrip() + "\n")
+                               shown_program(by_id[r["task_id"]], r["code"] or r["completion"]))
                   for r, text in zip(pending, completions)]
     return _judge(by_id, pending, parsed, completions, sandbox, round_index, progress)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from selfdebug.core.answers import edit_answer
+from selfdebug.core.answers import edit_answer, shown_program
 from selfdebug.core.errors import ConfigError, DataError
-from selfdebug.core.prompts import assemble_program, initial_messages, refine_messages, render_chat
+from selfdebug.core.prompts import initial_messages, refine_messages, render_chat
 from selfdebug.execution import TestSuite
 from selfdebug.problems import Problem, iter_records
 
@@ -131,8 +131,7 @@ def refinement_target(problem: Problem, rec: dict, form: str, explanation: str |
     from the wrong program the prompt shows to the refinement (None: the form cannot express that edit)."""
     if form == "full":
         return answer_text(rec["refinement"], explanation)
-    edit = edit_answer(assemble_program(problem, rec["wrong_code"]).rstrip() + "\n",
-                       assemble_program(problem, rec["refinement"]).rstrip() + "\n", form)
+    edit = edit_answer(shown_program(problem, rec["wrong_code"]), shown_program(problem, rec["refinement"]), form)
     if edit is None:
         return None
     return f"{explanation.strip()}\n\n{edit}" if explanation and explanation.strip() else edit

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from selfdebug.core.answers import parse_answer
+from selfdebug.core.answers import parse_answer, shown_program
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import END, assemble_program, refine_messages, render_chat
 from selfdebug.core.tracking import write_jsonl_atomic
@@ -43,7 +43,7 @@ class RepairItem:
     """One held-out wrong program: its problem, the program as the prompt shows it, and the prompt tokens."""
 
     problem: object
-    wrong_program: str  # assemble_program(problem, given_program), newline-terminated: what edits apply to
+    wrong_program: str  # shown_program(problem, given_program): what edits apply to
     feedback: str
     prompt_ids: list[int]
 
@@ -64,7 +64,7 @@ def build_repair_set(settings: RepairEvalSettings, tokenizer, answer_form: str, 
         if len(prompt) > settings.max_prompt_length:
             too_long += 1
             continue
-        items.append(RepairItem(p, assemble_program(p, p.given_program).rstrip() + "\n", v.feedback, list(prompt)))
+        items.append(RepairItem(p, shown_program(p, p.given_program), v.feedback, list(prompt)))
     return items, too_long
 
 

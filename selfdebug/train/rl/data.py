@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from selfdebug.core.answers import shown_program
 from selfdebug.core.errors import ConfigError, DataError
-from selfdebug.core.prompts import MODES, assemble_program, refine_messages, render_chat
+from selfdebug.core.prompts import MODES, refine_messages, render_chat
 from selfdebug.problems import Problem
 from selfdebug.train.data import record_problem, refinement_target
 
@@ -105,7 +106,7 @@ def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offl
                 not_expressible += 1
                 continue
         items.append(RLItem(str(rec["wrong_id"]), problem, list(prompt_ids), where, answer, explained, item_mode,
-                            answer_form, assemble_program(problem, rec["wrong_code"]).rstrip() + "\n"))
+                            answer_form, shown_program(problem, rec["wrong_code"])))
     by_mode = {m: sum(it.mode == m for it in items) for m in MODES}
     return items, {"rl_items": len(items), "rl_items_by_mode": by_mode, "rl_prompts_too_long": too_long,
                    "answer_form": answer_form, "rl_answers_not_expressible": not_expressible,

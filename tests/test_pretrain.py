@@ -171,6 +171,27 @@ def test_repair_pairs_render_in_the_chat_format_and_their_answers_apply(stdlib_u
             assert ex.target.split("\n\n")[0].strip() and ex.target.split("\n\n")[0] != ex.target
 
 
+def test_several_distinct_mutants_per_function_and_alternating_modes(stdlib_units):
+    pairs, counts = corpus_pairs(stdlib_units, 60, seed=0, mode="both", form="line", per_function=3)
+    assert len(pairs) == 60 and counts["pairs"] == 60
+    by_unit: dict[str, list] = {}
+    for pair in pairs:
+        by_unit.setdefault(pair.unit, []).append(pair)
+    assert max(len(v) for v in by_unit.values()) == 3 and len(by_unit) < 60
+    for group in by_unit.values():
+        assert len({p.wrong for p in group}) == len(group)  # a function's mutants differ
+        assert len({p.fixed for p in group}) == 1
+    # ``both``: refine-only and explain + refine conversations take turns, so each is half the pairs.
+    assert [p.example.kind for p in pairs[:4]] == ["refine", "explain_refine", "refine", "explain_refine"]
+    assert sum(p.example.kind == "refine" for p in pairs) == 30
+    for pair in pairs:
+        assert apply_answer(pair.wrong, pair.example.target, "line") == pair.fixed
+    once, _ = corpus_pairs(stdlib_units, 60, seed=0, mode="refine", form="line")
+    assert len({p.unit for p in once}) == 60  # the default: one pair per function
+    with pytest.raises(ConfigError, match="pretrain.repair_mode"):
+        PretrainSettings(repair_mode="alternate")
+
+
 def test_answer_forms_refuse_what_they_cannot_say():
     wrong = "def f(x):\n    y = 1\n    y = 1\n    return y\n"
     fixed = "def f(x):\n    y = 1\n    y = 2\n    return y\n"
@@ -194,6 +215,12 @@ def test_packing_and_the_step_stream_mix_and_resume():
     ids, labels, dropped = pack_whole(docs, pad_id=0, seq_len=5, seed=0)
     assert dropped == 1 and ids.shape == (1, 5)
     assert sorted(ids[0, :5].tolist()) == [3, 4, 5, 6, 7] and (labels == IGNORE_INDEX).sum() == 1
+
+    # Best fit: each conversation goes into the open row it fills best, not only into the newest row.
+    docs = [([k] * n, [k] * n) for k, n in enumerate([6, 5, 4, 3, 2], start=1)]
+    ids, labels, dropped = pack_whole(docs, pad_id=0, seq_len=10, seed=0)
+    assert dropped == 0 and ids.shape == (2, 10) and int((ids == 0).sum()) == 0
+    assert sorted(sorted(set(row.tolist())) for row in ids) in ([[1, 3], [2, 4, 5]], [[1, 4], [2, 3, 5]])
 
     code = torch.arange(40 * 4).view(40, 4) + 10
     chat = torch.arange(10 * 4).view(10, 4) + 1000

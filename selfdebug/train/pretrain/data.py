@@ -5,7 +5,7 @@ Two pools of fixed-length sequences (``seq_len`` tokens):
 - ``code``: every unit's text, each followed by the end-of-text token, concatenated and cut into sequences
   (units run across sequence boundaries, as in GPT pretraining; the last partial sequence is dropped);
 - ``chat``: repair pairs and MBPP code-generation examples, rendered like SFT's examples and packed whole
-  (greedily, in a seeded order; a conversation longer than ``seq_len`` is dropped), padded at the end. Pad
+  (best fit, in a seeded order; a conversation longer than ``seq_len`` is dropped), padded at the end. Pad
   positions carry no loss, nor the prompt's when ``prompt_loss`` is false.
 
 ``PackedSteps`` hands out each optimizer step: ``round(batch_size * repair_fraction)`` chat sequences and the
@@ -48,20 +48,28 @@ def chat_tokens(examples: list[Example], tokenizer, prompt_loss: bool) -> list[t
 
 def pack_whole(docs: list[tuple[list[int], list[int]]], pad_id: int, seq_len: int, seed: int
                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(ids, labels, dropped)``: conversations packed whole into ``[n, seq_len]`` rows (first fit in a
-    seeded order), padded with ``pad_id`` (label IGNORE_INDEX); longer ones are dropped and counted."""
+    """``(ids, labels, dropped)``: conversations packed whole into ``[n, seq_len]`` rows, padded with ``pad_id``
+    (label IGNORE_INDEX); longer ones are dropped and counted. Each conversation, in a seeded order, goes into
+    the open row it fills best (best fit): on the mini recipe's chats 7.5% of positions are padding, where
+    filling only the newest row left a quarter empty."""
     order = random.Random(seed).sample(range(len(docs)), len(docs))
     rows: list[tuple[list[int], list[int]]] = []
+    by_room: dict[int, list[int]] = {}  # free positions -> rows with that much room, oldest first
     dropped = 0
     for i in order:
         ids, labels = docs[i]
         if len(ids) > seq_len:
             dropped += 1
             continue
-        if not rows or len(rows[-1][0]) + len(ids) > seq_len:
+        room = next((r for r in range(len(ids), seq_len) if by_room.get(r)), None)
+        if room is None:
             rows.append(([], []))
-        rows[-1][0].extend(ids)
-        rows[-1][1].extend(labels)
+            row = len(rows) - 1
+        else:
+            row = by_room[room].pop(0)
+        rows[row][0].extend(ids)
+        rows[row][1].extend(labels)
+        by_room.setdefault(seq_len - len(rows[row][0]), []).append(row)
     ids_t = torch.full((len(rows), seq_len), pad_id, dtype=torch.long)
     labels_t = torch.full((len(rows), seq_len), IGNORE_INDEX, dtype=torch.long)
     for r, (ids, labels) in enumerate(rows):

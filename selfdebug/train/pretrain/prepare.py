@@ -39,11 +39,11 @@ from selfdebug.train.pretrain.settings import PretrainSettings
 
 log = logging.getLogger("selfdebug.train")
 
-DATA_VERSION = 2  # bump when preparation changes what it writes
+DATA_VERSION = 3  # bump when preparation changes what it writes
 # The settings that decide the prepared data (a resumed run must have the same ones).
 DATA_KEYS = ("vocab_size", "seq_len", "source_dirs", "include_tests", "max_files", "min_unit_lines", "max_unit_chars",
              "mbpp_train", "mbpp_repairs", "decontaminate", "decontamination_threshold", "heldout_fraction", "repair_pairs",
-             "repair_max_lines", "repair_mode", "answer_form", "prompt_loss")
+             "repair_max_lines", "repair_per_function", "repair_mode", "answer_form", "prompt_loss")
 
 
 def data_settings(settings: PretrainSettings, seed: int) -> dict:
@@ -94,7 +94,8 @@ def build(settings: PretrainSettings, seed: int, sandbox_config) -> Prepared:
              "problems, %d units held out", len(files), len(units), len(matches), len(mbpp), len(held))
 
     pairs, pair_counts = corpus_pairs(units, settings.repair_pairs, seed, settings.repair_mode,
-                                      settings.answer_form, settings.repair_max_lines)
+                                      settings.answer_form, settings.repair_max_lines,
+                                      settings.repair_per_function)
     if mbpp and settings.mbpp_repairs and settings.repair_fraction > 0:
         more, pair_counts["mbpp"] = mbpp_pairs(mbpp, seed, settings.repair_mode, settings.answer_form,
                                                sandbox_config)

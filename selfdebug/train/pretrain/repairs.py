@@ -47,6 +47,11 @@ def unit_problem(unit: Unit) -> Problem:
                    tests=TestSuite(kind="assert"), entry_point=unit.function)
 
 
+def pair_mode(mode: str, index: int) -> str:
+    """The conversation mode of the ``index``-th pair: ``both`` alternates refine and explain + refine."""
+    return ("refine", "explain_refine")[index % 2] if mode == "both" else mode
+
+
 def make_pair(problem: Problem, mutant, feedback: str, mode: str, form: str, rng: random.Random,
               unit: str) -> RepairPair | None:
     answer = edit_answer(mutant.code, mutant.reference, form)
@@ -60,10 +65,11 @@ def make_pair(problem: Problem, mutant, feedback: str, mode: str, form: str, rng
                       mutant.reference.rstrip() + "\n", mutant.mutation.operator, unit)
 
 
-def corpus_pairs(units: list[Unit], n: int, seed: int, mode: str, form: str, max_lines: int = 30
-                 ) -> tuple[list[RepairPair], dict]:
-    """Up to ``n`` pairs, at most one per function (functions and methods of at most ``max_lines`` lines,
-    drawn in a seeded order), each with one mutation by the teacher's operators."""
+def corpus_pairs(units: list[Unit], n: int, seed: int, mode: str, form: str, max_lines: int = 30,
+                 per_function: int = 1) -> tuple[list[RepairPair], dict]:
+    """Up to ``n`` pairs, at most ``per_function`` per function (functions and methods of at most ``max_lines``
+    lines, drawn in a seeded order), each with one mutation by the teacher's operators; a function's mutants
+    are distinct and spread over operators."""
     candidates = [u for u in units if u.kind != "class" and u.text.count("\n") <= max_lines]
     order = random.Random(stable_seed(seed, "pretrain-pairs")).sample(candidates, len(candidates))
     pairs, counts = [], {"candidates": len(candidates), "no_mutant": 0, "not_expressible": 0}
@@ -71,15 +77,16 @@ def corpus_pairs(units: list[Unit], n: int, seed: int, mode: str, form: str, max
         if len(pairs) >= n:
             break
         rng = random.Random(stable_seed(seed, unit.name, "pretrain-mutant"))
-        drawn = mutants(unit.text, rng, 1)
+        drawn = mutants(unit.text, rng, min(per_function, n - len(pairs)))
         if not drawn:
             counts["no_mutant"] += 1
-            continue
-        pair = make_pair(unit_problem(unit), drawn[0], NO_TESTS_FEEDBACK, mode, form, rng, unit.name)
-        if pair is None:
-            counts["not_expressible"] += 1
-            continue
-        pairs.append(pair)
+        for mutant in drawn:
+            pair = make_pair(unit_problem(unit), mutant, NO_TESTS_FEEDBACK, pair_mode(mode, len(pairs)), form, rng,
+                             unit.name)
+            if pair is None:
+                counts["not_expressible"] += 1
+                continue
+            pairs.append(pair)
     counts["pairs"] = len(pairs)
     return pairs, counts
 
@@ -101,7 +108,7 @@ def mbpp_pairs(problems: list[Problem], seed: int, mode: str, form: str, sandbox
         if verdict.passed or p.task_id in done:
             continue
         rng = random.Random(stable_seed(seed, p.task_id, "pretrain-explain"))
-        pair = make_pair(p, m, verdict.feedback, mode, form, rng, p.task_id)
+        pair = make_pair(p, m, verdict.feedback, pair_mode(mode, len(pairs)), form, rng, p.task_id)
         if pair is None:
             counts["not_expressible"] += 1
             continue

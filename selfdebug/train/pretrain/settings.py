@@ -39,7 +39,8 @@ class PretrainSettings:
     # ---- repair pairs (wrong program -> fix, in the chat format of SFT and evaluation)
     repair_pairs: int = 6000  # pairs made by the mutation operators from corpus functions (0: none)
     repair_max_lines: int = 30  # functions longer than this give no pair (a shorter prompt, more pairs/token)
-    repair_mode: str = "refine"  # refine | explain_refine (the explanation from the mutation teacher)
+    repair_per_function: int = 1  # distinct mutants (pairs) drawn from one function: more pairs than functions
+    repair_mode: str = "refine"  # refine | explain_refine (the explanation from the mutation teacher) | both (alternating)
     answer_form: str = "line"  # full: the whole program; line: `old => new`; search_replace: a SEARCH/REPLACE block
     prompt_loss: bool = True  # loss on the prompt tokens of repair pairs too (false: on the answer only)
     repair_fraction: float = 0.5  # share of each batch's sequences that hold repair pairs (0..1)
@@ -67,7 +68,7 @@ class PretrainSettings:
     def __post_init__(self) -> None:
         for key in ("vocab_size", "hidden_size", "intermediate_size", "layers", "heads", "seq_len", "batch_size",
                     "micro_batch_size", "token_budget", "keep_checkpoints", "min_unit_lines", "max_unit_chars",
-                    "repair_max_lines", "eval_max_new_tokens"):
+                    "repair_max_lines", "repair_per_function", "eval_max_new_tokens"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"pretrain.{key} = {getattr(self, key)}; it must be >= 1")
         for key in ("repair_pairs", "warmup_steps", "checkpoint_every", "eval_every", "eval_sequences",
@@ -86,8 +87,8 @@ class PretrainSettings:
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"pretrain.batch_size = {self.batch_size} is not divisible by "
                               f"pretrain.micro_batch_size = {self.micro_batch_size}")
-        if self.repair_mode not in MODES:
-            raise ConfigError(f"pretrain.repair_mode = {self.repair_mode!r}; expected one of {list(MODES)}")
+        if self.repair_mode not in (*MODES, "both"):
+            raise ConfigError(f"pretrain.repair_mode = {self.repair_mode!r}; expected one of {[*MODES, 'both']}")
         if self.answer_form not in ANSWER_FORMS:
             raise ConfigError(f"pretrain.answer_form = {self.answer_form!r}; expected one of {list(ANSWER_FORMS)}")
         if not 0 <= self.repair_fraction <= 1:

@@ -80,9 +80,9 @@ def corpus_pairs(units: list[Unit], n: int, seed: int, mode: str, form: str, max
         drawn = mutants(unit.text, rng, min(per_function, n - len(pairs)))
         if not drawn:
             counts["no_mutant"] += 1
+        problem = unit_problem(unit)
         for mutant in drawn:
-            pair = make_pair(unit_problem(unit), mutant, NO_TESTS_FEEDBACK, pair_mode(mode, len(pairs)), form, rng,
-                             unit.name)
+            pair = make_pair(problem, mutant, NO_TESTS_FEEDBACK, pair_mode(mode, len(pairs)), form, rng, unit.name)
             if pair is None:
                 counts["not_expressible"] += 1
                 continue

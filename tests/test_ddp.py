@@ -151,7 +151,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _statistics_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from selfdebug.train.distributed import global_mean, reduce_metrics, sum_across_ranks
+    from selfdebug.train.distributed import close_process_group, global_mean, reduce_metrics, sum_across_ranks
     from selfdebug.train.rl.ppo_math import AdaptiveKLController, masked_whiten
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -168,12 +168,14 @@ def _statistics_worker(rank: int, port: int, out: str) -> None:
     torch.save({"whitened": masked_whiten(x, mask, all_reduce=sum_across_ranks),
                 "unshifted": masked_whiten(x, mask, shift_mean=False, all_reduce=sum_across_ranks),
                 "kl_coef": kl.value, "kl_mean": kl_mean, "n": n, "metrics": metrics}, Path(out) / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    close_process_group()  # what the entry point does after a run
+    (Path(out) / f"closed{rank}").write_text(str(dist.is_initialized()))
+    close_process_group()  # no group left: nothing to do
 
 
 def test_whitening_and_the_kl_controller_use_every_rank(tmp_path):
     """Two gloo processes, each with half the rows (padded to its own width): what each rank computes equals
-    the one-process computation on the whole batch."""
+    the one-process computation on the whole batch; the entry point's closing of the group ends it on both."""
     from selfdebug.train.rl.ppo_math import AdaptiveKLController, masked_whiten
 
     torch.multiprocessing.start_processes(_statistics_worker, args=(_free_port(), str(tmp_path)), nprocs=2,
@@ -183,6 +185,7 @@ def test_whitening_and_the_kl_controller_use_every_rank(tmp_path):
     kl = AdaptiveKLController(0.2, target=6.0, horizon=10)
     kl.update(float((x * mask).sum(1).mean()), 6)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [(tmp_path / f"closed{r}").read_text() for r in range(2)] == ["False", "False"]
     for r, got in enumerate(ranks):
         width = got["whitened"].shape[1]
         assert torch.allclose(got["whitened"], whole[r::2, :width], atol=1e-12)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from selfdebug.core.cli import CONF_DIR, user_errors
 from selfdebug.core.errors import ConfigError
+from selfdebug.train.distributed import close_process_group
 from selfdebug.train.pretrain import recipe as pretrain_recipe
 from selfdebug.train.rl import recipe as rl_recipe
 from selfdebug.train.sft import recipe as sft_recipe
@@ -42,6 +43,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)
+    close_process_group()  # only after a run that returned: see its docstring
 
 
 if __name__ == "__main__":

@@ -201,6 +201,20 @@ def distributed() -> bool:
     return rank_world()[1] > 1
 
 
+def close_process_group() -> None:
+    """End the default process group after a finished run, on every rank.
+
+    Left to the interpreter's exit, gloo's worker threads are torn down after Python is gone, and the process
+    can abort (SIGABRT, "terminate called without an active exception") although the run succeeded. The
+    barrier first: no rank drops the group (rank 0 hosts its store) while another still uses it. Only after a
+    run that returned normally; after an error another rank may never reach the barrier."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
     """A copy of ``t`` summed over the ranks (``t`` itself on one process)."""
     if not distributed():

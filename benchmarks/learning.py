@@ -12,7 +12,7 @@ Targets (on the mean over seeds): SFT >= base + 10 points and RL >= SFT + 2 poin
 on humanevalfix; S_ex base < SFT < RL.
 
     python benchmarks/learning.py [--seeds 0,1,2] [--out benchmarks/learning.png] [--extra key=value ...]
-        [--sft-every 25] [--rl-every 2] [--repair-limit 32] [--repair-tokens 256] [--dry-run]
+        [--sft-every 50] [--rl-every 2] [--repair-limit 32] [--repair-tokens 256] [--dry-run]
 
 Prints one JSON line (per seed and the mean, the targets, the wall time, the commands) and writes a PNG with
 the repair rate against SFT steps and against PPO steps (each seed thin, the mean thick).
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/learning.png"))
     parser.add_argument("--extra", nargs="*", default=[], help="pipeline overrides, e.g. model=tiny")
-    parser.add_argument("--sft-every", type=int, default=25, help="sft.repair_eval.every")
+    parser.add_argument("--sft-every", type=int, default=50, help="sft.repair_eval.every")
     parser.add_argument("--rl-every", type=int, default=2, help="rl.repair_eval.every")
     parser.add_argument("--repair-limit", type=int, default=32, help="MBPP-test tasks of the in-training curve")
     parser.add_argument("--repair-tokens", type=int, default=256, help="its max_new_tokens (as the evaluation)")

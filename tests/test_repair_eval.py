@@ -85,10 +85,20 @@ def test_held_out_prompts_are_refinement_prompts_with_feedback(tiny_lm):
     assert items[0].problem.task_id.startswith("MBPP/") and items[0].feedback.strip()
 
 
+def test_the_validation_split_gives_a_development_set_apart_from_test(tiny_lm):
+    """repair_eval.split=validation: mutants of MBPP tasks 511-600, none of them a test task (11-510)."""
+    _, tokenizer = tiny_lm
+    with Sandbox(timeout=5.0) as sandbox:
+        items, _ = build_repair_set(RepairEvalSettings(split="validation", limit=3), tokenizer, "full", sandbox)
+    ids = [int(it.problem.task_id.split("/")[1]) for it in items]
+    assert items and all(511 <= i <= 600 for i in ids), ids
+
+
 def test_settings_are_checked():
     assert repair_eval_settings(None, "sft.repair_eval").every == 0
     for value, words in (({"every": -1}, "sft.repair_eval.every = -1"), ({"limit": 0}, "sft.repair_eval.limit = 0"),
                          ({"mode": "guess"}, "sft.repair_eval.mode = 'guess'"),
+                         ({"split": "train"}, r"sft.repair_eval.split = 'train'; choose one of \['test', 'validation'\]"),
                          ({"evry": 2}, "sft.repair_eval.evry: no such setting")):
         with pytest.raises(ConfigError, match=words):
             repair_eval_settings(value, "sft.repair_eval")
@@ -118,6 +128,7 @@ def test_sft_logs_the_repair_rate_at_the_expected_steps_and_resumes_without_dupl
     for r in rows:
         assert 0.0 <= r["repair/pass@1"] <= 100.0 and 0.0 <= r["repair/applied"] <= 1.0
         assert r["repair/problems"] >= 3 and r["stage"] == "sft" and r["mode"] == "explain_refine"
+        assert r["split"] == "test"
     logged = repair_metrics(tmp_path)
     assert sorted(r["step"] for r in logged) == [0, 2, 3, 4, 5]
 

@@ -27,13 +27,12 @@ from selfdebug.collect.teachers.mutation import MutationTeacher
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.tracking import write_json_atomic
 from selfdebug.execution import Sandbox, SandboxConfig
-from selfdebug.problems import MBPP_SPLITS, Problem, load_mbpp
+from selfdebug.problems import HELD_OUT_SPLITS, MBPP_SPLITS, Problem, load_mbpp
 
 log = logging.getLogger(__name__)
 
 BUILD_VERSION = 1  # bump when the build changes what it keeps; it is part of the cache key
 DEFAULT_CACHE_DIR = "~/.cache/selfdebug/mbpp_mutants"
-HELD_OUT_SPLITS = ("test", "validation")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from selfdebug.problems.datafiles import DATA_DIR_ENV, data_dir, data_file
 from selfdebug.problems.evalplus import load_evalplus
 from selfdebug.problems.humaneval import load_humaneval, split_humaneval_check
 from selfdebug.problems.humanevalpack import load_humanevalpack
-from selfdebug.problems.mbpp import MBPP_SPLITS, load_mbpp
+from selfdebug.problems.mbpp import HELD_OUT_SPLITS, MBPP_SPLITS, load_mbpp
 from selfdebug.problems.problem import Problem
 from selfdebug.problems.records import iter_records
 from selfdebug.problems.registry import BENCHMARKS, load_benchmark, select_problems
 
 __all__ = [
-    "APPS_DIFFICULTIES", "BENCHMARKS", "CODECONTESTS_PYTHON3", "DATA_DIR_ENV", "MBPP_SPLITS", "Problem",
+    "APPS_DIFFICULTIES", "BENCHMARKS", "CODECONTESTS_PYTHON3", "DATA_DIR_ENV", "HELD_OUT_SPLITS", "MBPP_SPLITS", "Problem",
     "data_dir", "data_file", "iter_records", "load_apps", "load_benchmark", "load_codecontests",
     "load_evalplus", "load_humaneval", "load_humanevalpack", "load_mbpp", "select_problems",
     "split_humaneval_check",

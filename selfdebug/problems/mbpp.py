@@ -19,6 +19,8 @@ MBPP_SPLITS: dict[str, tuple[int, int]] = {
     "validation": (511, 600),
     "train": (601, 974),
 }
+# The splits no training data comes from: the held-out repair benchmarks draw their bugs from these.
+HELD_OUT_SPLITS = ("test", "validation")
 
 
 def load_mbpp(path: str | os.PathLike | None = None, split: str = "test", sanitized: bool | None = None,

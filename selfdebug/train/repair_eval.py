@@ -2,8 +2,9 @@
 
 Every ``repair_eval.every`` steps (optimizer steps in SFT, PPO steps in RL), at step 0 before training and
 at the run's last step, ``RepairEval`` answers a fixed held-out set of wrong programs greedily and judges the
-answers in the sandbox. The set is the first ``repair_eval.limit`` MBPP test tasks of ``benchmark=mbpp_mutants``
-(``selfdebug.evaluate.mutants``; training data is MBPP train, so nothing leaks), each shown as one refinement
+answers in the sandbox. The set is the first ``repair_eval.limit`` MBPP tasks of ``benchmark=mbpp_mutants``
+(``selfdebug.evaluate.mutants``) from ``repair_eval.split``: test, or validation to tune settings without
+looking at test (training data is MBPP train, so nothing leaks either way), each shown as one refinement
 prompt built exactly as evaluation builds round 1 (``refine_messages`` with the given program's execution
 feedback, ``parse_answer`` to read the fix back in the stage's answer form). It logs ``repair/pass@1`` (percent
 of programs repaired) and ``repair/applied`` (share of answers that give a program) through the stage's
@@ -52,7 +53,7 @@ def build_repair_set(settings: RepairEvalSettings, tokenizer, answer_form: str, 
     """``(items, left out as too long)``: the mutants, judged once for their feedback, rendered as prompts."""
     from selfdebug.evaluate.mutants import load_mbpp_mutants  # the benchmark builder: only when switched on
 
-    problems = load_mbpp_mutants(limit=settings.limit, seed=0)
+    problems = load_mbpp_mutants(split=settings.split, limit=settings.limit, seed=0)
     verdicts = sandbox.run_batch([(assemble_program(p, p.given_program), p.tests) for p in problems])
     wrong = [(p, v) for p, v in zip(problems, verdicts) if not v.passed]  # a mutant that passes is no repair task
     texts = [render_chat(refine_messages(p, p.given_program, v.feedback, settings.mode, answer_form), tokenizer,
@@ -148,7 +149,8 @@ class RepairEval(pl.Callback):
                    "repair/problems": len(self.items)}
         self.run_logger.log(metrics, step=step)
         row = {"step": step, "stage": self.stage, **metrics, "answer_form": self.answer_form,
-               "mode": self.settings.mode, "seconds": round(time.perf_counter() - start, 2),
+               "mode": self.settings.mode, "split": self.settings.split,
+               "seconds": round(time.perf_counter() - start, 2),
                "repaired": [r["task_id"] for r in scored["rows"] if r["passed"]],
                "examples": scored["rows"][:3]}
         # The whole file rewritten under a temporary name: a kill never leaves half a row, and a step is

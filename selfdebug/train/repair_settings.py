@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
+from selfdebug.problems.mbpp import HELD_OUT_SPLITS
 
 
 @dataclass
@@ -15,7 +16,9 @@ class RepairEvalSettings:
     """The ``sft.repair_eval`` / ``rl.repair_eval`` block."""
 
     every: int = 0  # evaluate every N steps (and at step 0 and the last step); 0: never (the default)
-    limit: int = 64  # MBPP test tasks the mutants come from (one mutant each; a few tasks give none)
+    split: str = "test"  # the MBPP split the mutants come from: test (11-510, what the report's benchmark uses)
+    #                      or validation (511-600: a development set to tune on without touching test)
+    limit: int = 64  # MBPP tasks of the split the mutants come from (one mutant each; a few tasks give none)
     max_new_tokens: int = 64  # greedy answer length
     mode: str = "explain_refine"  # the refinement prompt: explain_refine or refine
     batch_size: int = 8  # prompts per generate call (left-padded)
@@ -38,6 +41,9 @@ def repair_eval_settings(value, key: str) -> RepairEvalSettings:
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ConfigError(f"{key}.{name} = {v!r}; it must be an integer >= {low}")
+    if s.split not in HELD_OUT_SPLITS:
+        raise ConfigError(f"{key}.split = {s.split!r}; choose one of {list(HELD_OUT_SPLITS)} (training data comes "
+                          "from MBPP train)")
     if s.mode not in MODES:
         raise ConfigError(f"{key}.mode = {s.mode!r}; choose one of {list(MODES)}")
     return s

@@ -27,6 +27,7 @@ from selfdebug.rewards import (
     explanation_reward,
     place_rewards,
     place_rewards_batch,
+    same_program,
     unit_test_score,
 )
 
@@ -337,7 +338,33 @@ def test_r_expl_is_bounded_below_when_no_explanation_is_written(scorer):
         CompositeReward(s_ex_min=1.5)
 
 
+BUGGY = MAX_SUB.replace("cur + x", "cur - x")  # one planted bug: the wrong program the answers start from
+
+
+def test_same_program_ignores_layout_and_comments_but_not_code():
+    assert same_program(BUGGY, "# a comment\n" + BUGGY.replace("    ", "  ") + "\n\n")
+    assert not same_program(BUGGY, MAX_SUB) and not same_program(BUGGY, None) and not same_program(None, None)
+    assert same_program("def f(:\n  pass", "def f(:\n  pass\n") and not same_program("def f(:", "def g(:")
+
+
+def test_an_answer_that_leaves_the_wrong_program_unchanged_earns_no_codebleu(scorer):
+    """The given program is one bug from the fix, so its CodeBLEU is high; returned unchanged it gets S_cb := 0
+    (reward.unchanged_code=no_credit, the default) and keeps the tests it passes; `score` gives it CodeBLEU."""
+    refs = build_references(RECORDS)
+    samples = [RewardSample("w1", BUGGY, result(1, 3), None, unchanged=True),
+               RewardSample("w1", BUGGY, result(1, 3), None),  # the same text, not flagged: scored as usual
+               RewardSample("w1", MAX_SUB, result(3, 3), None)]
+    b = CompositeReward(references=refs, explanation_scorer=scorer).score(samples)
+    assert b.s_cb[0] == b.s_cb[1] > 0.5  # the CodeBLEU itself is still logged
+    assert b.r_code[0] == pytest.approx(5 * (0 + 1 / 3) - 5)
+    assert b.r_code[1] == pytest.approx(5 * (b.s_cb[1] + 1 / 3) - 5) and b.r_code[1] > b.r_code[0] + 2.5
+    assert b.r_code[2] > b.r_code[1] and b.stats["n_unchanged"] == 1  # the fix still scores highest
+    scored = CompositeReward(unchanged_code="score", references=refs, explanation_scorer=scorer).score(samples)
+    assert scored.r_code[0] == scored.r_code[1] == pytest.approx(b.r_code[1])
+
+
 @pytest.mark.parametrize("kwargs, key", [
+    ({"unchanged_code": "penalty"}, "reward.unchanged_code"),
     ({"weights": {"explanation": "abc"}}, "reward.weights.explanation"),
     ({"weights": {"codebleu": True}}, "reward.weights.codebleu"),
     ({"weights": {"unit_tests": float("nan")}}, "reward.weights.unit_tests"),

@@ -11,6 +11,7 @@ from selfdebug.rewards.code import (
     codebleu_pair,
     codebleu_score,
     codebleu_scores,
+    same_program,
     unit_test_score,
     unit_test_scores,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "iter_records",
     "place_rewards",
     "place_rewards_batch",
+    "same_program",
     "unit_test_score",
     "unit_test_scores",
 ]

@@ -12,6 +12,7 @@ which would let garbage outscore a wrong but related program.
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 from collections.abc import Sequence
@@ -113,6 +114,17 @@ def codebleu_scores(candidates: Sequence[str], references: Sequence[Sequence[str
         raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
     return np.array([codebleu_score(c, r, raw_package_score=raw_package_score)
                      for c, r in zip(candidates, references)], dtype=np.float64)
+
+
+def same_program(a: str | None, b: str | None) -> bool:
+    """Whether two programs are the same code: equal syntax trees (layout and comments aside), or equal text
+    where either does not parse."""
+    if a is None or b is None:
+        return False
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError):
+        return a.strip() == b.strip()
 
 
 def unit_test_score(result: ExecResult) -> float:

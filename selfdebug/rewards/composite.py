@@ -6,6 +6,12 @@ Terms (each with a weight under ``reward.weights``):
     R_expl = w_ex * (50 * S_ex - 35) / 3                  on the explanation's last token
     -kl_coef * KL_t                                       on every token t
 
+An answer that leaves the wrong program as it was (``unchanged_code: no_credit``, the default) gets S_cb := 0:
+the given program is one planted bug away from the verified fix, so its CodeBLEU is high (0.86 on average over
+the quickstart's MBPP mutants) and returning it unchanged would earn about half of the way from "no code" to
+"fixed" (R_code -0.1 on average, against -5 and 5) for doing nothing. S_ut keeps the tests it passes.
+``unchanged_code: score`` scores it like any other program (the paper does not say).
+
 ``placement: sequence`` puts R_code and R_expl both on the final token (the paper's span-level choice is
 ``span``). A refine-only sample has no explanation and gets R_code alone. ``clip`` bounds each of R_code and
 R_expl to [-clip, clip] before placement, so the two placements always hand out the same total.
@@ -44,6 +50,7 @@ from selfdebug.rewards.references import ReferenceIndex, build_references
 COMPONENTS = ("codebleu", "unit_tests", "explanation")
 PLACEMENTS = ("span", "sequence")
 FALLBACKS = ("unit_tests", "error")
+UNCHANGED = ("no_credit", "score")
 
 
 # ------------------------------------------------------------------------------------------ placement (pure)
@@ -119,12 +126,13 @@ def place_rewards_batch(lengths, explanation_ends: Sequence[int | None], r_expl,
 class RewardSample:
     """One rollout to score: the refinement as the sandbox ran it and its verdict. ``explanation`` is None for
     a refine-only sample (an explain-then-refine sample that wrote no explanation has ``""``, which scores
-    S_ex = 0)."""
+    S_ex = 0). ``unchanged``: the answer left the wrong program as it was (``same_program``)."""
 
     wrong_id: str
     program: str
     result: ExecResult
     explanation: str | None = None
+    unchanged: bool = False
 
 
 @dataclass
@@ -140,6 +148,7 @@ class RewardBatch:
     fallback_code: np.ndarray
     fallback_explanation: np.ndarray
     missing_explanation: np.ndarray | None = None  # asked for an explanation, wrote none (S_ex := s_ex_min)
+    unchanged: np.ndarray | None = None  # left the wrong program as it was (S_cb := 0 under no_credit)
     stats: dict = field(default_factory=dict)
 
     @property
@@ -175,7 +184,7 @@ class CompositeReward:
     def __init__(self, weights: Mapping | None = None, kl_coef: float = 0.2, clip: float | None = None,
                  placement: str = "span", fallback: str = "unit_tests", explanation_model: str | None = None,
                  embedding_device: str = "cpu", embedding_batch_size: int = 64, codebleu_raw: bool = False,
-                 s_ex_min: float | None = 0.0,
+                 s_ex_min: float | None = 0.0, unchanged_code: str = "no_credit",
                  references: ReferenceIndex | str | Path | None = None,
                  explanation_scorer: ExplanationScorer | None = None, name: str = "custom"):
         weights = {} if weights is None else weights
@@ -192,8 +201,11 @@ class CompositeReward:
             raise ConfigError(f"reward.placement = {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         if fallback not in FALLBACKS:
             raise ConfigError(f"reward.fallback = {fallback!r}; choose one of {', '.join(FALLBACKS)}")
+        if unchanged_code not in UNCHANGED:
+            raise ConfigError(f"reward.unchanged_code = {unchanged_code!r}; choose one of {', '.join(UNCHANGED)}")
         self.placement = placement
         self.fallback = fallback
+        self.unchanged_code = unchanged_code
         self.name = name
         self.codebleu_raw = bool(codebleu_raw)
         self.s_ex_min = None if s_ex_min is None else _number("reward.s_ex_min", s_ex_min, low=-1.0)
@@ -255,6 +267,9 @@ class CompositeReward:
             s_cb[todo] = codebleu_scores([samples[i].program for i in todo], [code_refs[i] for i in todo],
                                          raw_package_score=self.codebleu_raw)
         s_cb_used = np.where(fallback_code, s_ut, np.nan_to_num(s_cb, nan=0.0))
+        unchanged = np.array([bool(s.unchanged) for s in samples], dtype=bool)
+        if self.unchanged_code == "no_credit":
+            s_cb_used = np.where(unchanged, 0.0, s_cb_used)
         t1 = time.perf_counter()
 
         s_ex = np.full(n, np.nan)
@@ -278,7 +293,7 @@ class CompositeReward:
         r_expl = np.where(np.isnan(s_ex), 0.0, self._clip(explanation_reward(np.nan_to_num(s_ex), w_ex) * np.ones(n)))
         batch = RewardBatch(s_cb=s_cb, s_ut=s_ut, s_ex=s_ex, r_code=r_code, r_expl=r_expl, has_explanation=has_expl,
                             fallback_code=fallback_code, fallback_explanation=fallback_expl,
-                            missing_explanation=missing_expl)
+                            missing_explanation=missing_expl, unchanged=unchanged)
         batch.stats = self._stats(batch, t1 - t0, t2 - t1)
         return batch
 
@@ -290,6 +305,7 @@ class CompositeReward:
                  "n_fallback_explanation": int(b.fallback_explanation.sum()),
                  "n_missing_explanation": int(b.missing_explanation.sum()) if b.missing_explanation is not None
                  else 0,
+                 "n_unchanged": int(b.unchanged.sum()) if b.unchanged is not None else 0,
                  "fallback_rate": float(b.fallback_code.mean()) if n else 0.0,
                  "time_codebleu_s": t_codebleu, "time_embedding_s": t_embedding}
         for key, values in (("s_cb", b.s_cb), ("s_ut", b.s_ut), ("s_ex", b.s_ex), ("r_code", b.r_code),
@@ -309,4 +325,4 @@ class CompositeReward:
     def __repr__(self) -> str:
         return (f"CompositeReward(name={self.name!r}, weights={self.weights}, kl_coef={self.kl_coef}, "
                 f"clip={self.clip}, placement={self.placement!r}, fallback={self.fallback!r}, "
-                f"s_ex_min={self.s_ex_min})")
+                f"s_ex_min={self.s_ex_min}, unchanged_code={self.unchanged_code!r})")

@@ -44,7 +44,8 @@ def step_metrics(rollouts: Rollouts, scored, kl, mask, rewards, values, returns,
     m["reward/kl_penalty"] = float((-kl_coef * kl * mask).sum(1).mean())
     m["reward/total_with_kl"] = m["reward/total"] + m["reward/kl_penalty"]
     m["reward/token_rewards_sum"] = float((rewards * mask).sum(1).mean())
-    for key in ("n_fallback_code", "n_fallback_explanation", "n_missing_explanation", "n_refine_only"):
+    for key in ("n_fallback_code", "n_fallback_explanation", "n_missing_explanation", "n_refine_only",
+                "n_unchanged"):
         m[f"reward/{key}"] = scored.stats.get(key, 0)
     m["objective/kl"] = kl_per_sequence
     m["objective/kl_per_token"] = float(masked_mean(kl, mask))

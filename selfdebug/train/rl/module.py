@@ -38,7 +38,7 @@ import torch
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import END, assemble_program
-from selfdebug.rewards import RewardSample, place_rewards_batch
+from selfdebug.rewards import RewardSample, place_rewards_batch, same_program
 from selfdebug.train.checkpoints import rng_state, save_step_checkpoint, set_rng_state
 from selfdebug.train.distributed import (
     across_ranks,
@@ -171,7 +171,8 @@ class PPOModule(pl.LightningModule):
         times["sync"], times["generate"], times["judge"] = self._sync_seconds, t1 - t0 - self._sync_seconds, t2 - t1
 
         # 3. reward: the composite score of every rollout (R_code, R_expl and their parts)
-        samples = [RewardSample(item.wrong_id, program or "", result, response.explanation)
+        samples = [RewardSample(item.wrong_id, program or "", result, response.explanation,
+                                unchanged=same_program(program, assemble_program(item.problem, item.wrong_program)))
                    for item, program, result, response in zip(items, rollouts.programs, rollouts.results,
                                                                rollouts.responses)]
         scored = self.reward.score(samples)

@@ -98,7 +98,8 @@ def test_settings_are_checked():
     assert repair_eval_settings(None, "sft.repair_eval").every == 0
     for value, words in (({"every": -1}, "sft.repair_eval.every = -1"), ({"limit": 0}, "sft.repair_eval.limit = 0"),
                          ({"mode": "guess"}, "sft.repair_eval.mode = 'guess'"),
-                         ({"split": "train"}, r"sft.repair_eval.split = 'train'; choose one of \['test', 'validation'\]"),
+                         ({"split": "train"},
+                          r"sft.repair_eval.split = 'train'; choose one of \['test', 'validation'\]"),
                          ({"evry": 2}, "sft.repair_eval.evry: no such setting")):
         with pytest.raises(ConfigError, match=words):
             repair_eval_settings(value, "sft.repair_eval")

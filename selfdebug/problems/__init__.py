@@ -20,7 +20,8 @@ from selfdebug.problems.records import iter_records
 from selfdebug.problems.registry import BENCHMARKS, load_benchmark, select_problems
 
 __all__ = [
-    "APPS_DIFFICULTIES", "BENCHMARKS", "CODECONTESTS_PYTHON3", "DATA_DIR_ENV", "HELD_OUT_SPLITS", "MBPP_SPLITS", "Problem",
+    "APPS_DIFFICULTIES", "BENCHMARKS", "CODECONTESTS_PYTHON3", "DATA_DIR_ENV", "HELD_OUT_SPLITS", "MBPP_SPLITS",
+    "Problem",
     "data_dir", "data_file", "iter_records", "load_apps", "load_benchmark", "load_codecontests",
     "load_evalplus", "load_humaneval", "load_humanevalpack", "load_mbpp", "select_problems",
     "split_humaneval_check",

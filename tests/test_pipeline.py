@@ -159,3 +159,25 @@ def test_trained_models_keep_the_base_models_chat_format():
     assert base_model_settings(tiny.model) == ["model.chat_format=template", "model.answer_form=line"]
     assert dict(quickstart.evaluate.benchmarks) == {"mbpp_mutants": ["benchmark=mbpp_mutants", "limit=100"],
                                                     "humanevalfix": ["benchmark=humanevalfix", "limit=100"]}
+
+
+def test_the_quickstarts_ppo_overrides_compose_into_the_papers_advantage():
+    """The pipeline hands ``rl.overrides`` to ``selfdebug.train``: composed there they must be valid PPO settings,
+    with the paper's advantage (gamma 0.99, GAE lambda 1) rather than rl_quickstart's TRL lambda 0.95, so that
+    R_code on the final token reaches the explanation that names the faulty line."""
+    from hydra import compose, initialize_config_dir
+
+    from selfdebug.core.cli import CONF_DIR
+    from selfdebug.train.rl.settings import PPOSettings
+    from selfdebug.train.settings import register_configs, settings_from
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        quickstart = compose("pipeline", overrides=["+exp=quickstart"])
+        rl_overrides = [str(o) for o in quickstart.rl.overrides]
+        stage = compose("train", overrides=["model=mini", "rl.sft_checkpoint=/some/sft/model", *rl_overrides])
+        plain = compose("train", overrides=["model=mini", "rl.sft_checkpoint=/some/sft/model", "+exp=rl_quickstart"])
+    settings = settings_from(PPOSettings, stage.rl, "rl")
+    assert (settings.gamma, settings.lam) == (0.99, 1.0)
+    assert (settings.total_steps, settings.batch_size, settings.lr) == (10, 16, 5e-5)
+    assert settings_from(PPOSettings, plain.rl, "rl").lam == 0.95  # the tiny model's plumbing run keeps TRL's

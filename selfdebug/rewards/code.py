@@ -12,7 +12,6 @@ which would let garbage outscore a wrong but related program.
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
 from collections.abc import Sequence
@@ -117,14 +116,16 @@ def codebleu_scores(candidates: Sequence[str], references: Sequence[Sequence[str
 
 
 def same_program(a: str | None, b: str | None) -> bool:
-    """Whether two programs are the same code: equal syntax trees (layout and comments aside), or equal text
-    where either does not parse."""
+    """Whether two programs are the same code: the same canonical form (the mutation teacher's ``canonical``:
+    layout and comments aside), or equal text where either has none (it does not parse)."""
+    from selfdebug.collect.teachers.mutation.records import canonical
+
     if a is None or b is None:
         return False
-    try:
-        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
-    except (SyntaxError, ValueError):
+    canon_a, canon_b = canonical(a), canonical(b)
+    if canon_a is None or canon_b is None:
         return a.strip() == b.strip()
+    return canon_a == canon_b
 
 
 def unit_test_score(result: ExecResult) -> float:

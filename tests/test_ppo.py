@@ -267,6 +267,11 @@ def test_settings_are_checked():
         PPOSettings(sources=[])
     with pytest.raises(ConfigError, match="rl.sources"):
         PPOSettings(sources="mbpp")
+    with pytest.raises(ConfigError, match="rl.reward_baseline = leave_one_out .* rl.samples_per_prompt"):
+        PPOSettings(reward_baseline="leave_one_out")
+    with pytest.raises(ConfigError, match="rl.reward_baseline"):
+        PPOSettings(reward_baseline="mean")
+    assert PPOSettings(reward_baseline="leave_one_out", samples_per_prompt=4, batch_size=16).prompts_per_step == 4
     with pytest.raises(ConfigError, match="rl.bogus"):
         settings_from(PPOSettings, {"bogus": 1}, "rl")
 
@@ -375,6 +380,21 @@ def test_mixed_run_logs_dropped_items_and_per_format_rewards(tmp_path, caplog):
     sampled = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
     assert {r["mode"] for r in sampled} == {"refine", "explain_refine"}
     assert all((r["explanation"] is None) == (r["mode"] == "refine") for r in sampled)
+
+
+def test_leave_one_out_baseline_reaches_the_token_rewards(tmp_path, toy):
+    """A real PPO step with two answers per wrong program and ``rl.reward_baseline=leave_one_out``: the rewards
+    placed on the tokens are the answers' rewards less their sibling's, so over the batch they sum to the KL
+    penalty alone, while the logged reward figures stay the raw ones."""
+    summary = run_rl([f"dataset.path={toy['dataset']}", f"rl.sft_checkpoint={toy['warm']}", "rl.mode=refine",
+                      "rl.samples_per_prompt=2", "rl.reward_baseline=leave_one_out", "rl.batch_size=8",
+                      "rl.mini_batch_size=8", "rl.micro_batch_size=8", "rl.generation_batch_size=8",
+                      "rl.ppo_epochs=1", "rl.max_new_tokens=12", "rl.total_steps=1", "rl.table_every=0"],
+                     tmp_path / "run")
+    (row,) = metrics_rows(tmp_path / "run")
+    assert summary["finished"] and row["rollout/n"] == 8
+    assert row["reward/token_rewards_sum"] == pytest.approx(row["reward/kl_penalty"], abs=1e-4)
+    assert abs(row["reward/total_with_kl"] - row["reward/token_rewards_sum"]) > 0.1  # the raw mean is not zero
 
 
 def test_no_prompt_left_after_the_filter_is_one_clear_error(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from selfdebug.train.rl.ppo_math import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance,
-                                    gae, kl_estimate, masked_mean, masked_whiten, policy_loss, value_loss)
+                                    gae, kl_estimate, leave_one_out, masked_mean, masked_whiten, policy_loss,
+                                    value_loss)
 
 
 def test_gae_by_hand():
@@ -83,6 +84,20 @@ def test_entropy_and_explained_variance():
     mask = torch.ones(1, 3)
     assert explained_variance(ret, ret, mask) == pytest.approx(1.0)
     assert explained_variance(torch.full_like(ret, 2.0), ret, mask) == pytest.approx(0.0)
+
+
+def test_leave_one_out_baseline_by_hand():
+    # Two prompts, three samples each: a sample minus the mean of its two siblings.
+    rewards = torch.tensor([4.0, -5.0, -5.0, 1.0, 1.0, 1.0])
+    out = leave_one_out(rewards, 3)
+    torch.testing.assert_close(out, torch.tensor([9.0, -4.5, -4.5, 0.0, 0.0, 0.0]))
+    # With two samples each is the difference to its one sibling; the group's mean is zero either way.
+    torch.testing.assert_close(leave_one_out(torch.tensor([2.0, -1.0]), 2), torch.tensor([3.0, -3.0]))
+    assert leave_one_out(torch.randn(12), 4).reshape(3, 4).sum(1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out(rewards, 1)
+    with pytest.raises(ValueError, match="groups of 4"):
+        leave_one_out(rewards, 4)
 
 
 def test_kl_controllers():

@@ -61,6 +61,7 @@ from selfdebug.train.rl.ppo_math import (
     FixedKLController,
     gae,
     kl_estimate,
+    leave_one_out,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -188,7 +189,10 @@ class PPOModule(pl.LightningModule):
         # 5. per-token rewards (span placement + KL penalty), GAE, whitening
         kl = kl_estimate(old_logprobs, ref_logprobs, s.kl_estimator) * mask
         ends = [r.explanation_end for r in rollouts.responses]
-        rewards = place_rewards_batch(rollouts.lengths.to(self.device), ends, scored.r_expl, scored.r_code, kl=kl,
+        r_expl, r_code = (torch.as_tensor(r, dtype=torch.float32) for r in (scored.r_expl, scored.r_code))
+        if s.reward_baseline == "leave_one_out":  # a rank's items hold each prompt's samples side by side
+            r_expl, r_code = (leave_one_out(r, s.samples_per_prompt) for r in (r_expl, r_code))
+        rewards = place_rewards_batch(rollouts.lengths.to(self.device), ends, r_expl, r_code, kl=kl,
                                       kl_coef=self.kl_ctl.value, placement=self.reward.placement)
         if s.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce=across_ranks())

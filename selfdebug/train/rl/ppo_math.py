@@ -71,6 +71,21 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, returns
 
 
+def leave_one_out(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """Each reward minus the mean of the other ``group - 1`` rewards of its group (RLOO's baseline).
+
+    ``rewards``: ``[B]`` with the samples of one prompt next to each other, ``B`` a multiple of ``group``. What
+    is left is how much better a sample did than its siblings on the same prompt, so a prompt every sample
+    passes (or fails) pushes no sample up or down."""
+    if group < 2:
+        raise ValueError(f"a leave-one-out baseline needs at least 2 samples per prompt, got {group}")
+    if rewards.numel() % group:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group}")
+    grouped = rewards.reshape(-1, group)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group - 1)
+    return (grouped - others).reshape(rewards.shape)
+
+
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from log-probs of the sampled tokens.
 

@@ -82,6 +82,10 @@ class PPOSettings:
     whiten_shift_mean: bool = True  # ... and zero mean (TRL); false keeps their sign (a batch that all passed
     #                                 is then not half "bad": only the scale changes)
     whiten_rewards: bool = False  # whiten the per-token rewards (KL included) before GAE
+    reward_baseline: str = "none"  # none: the critic alone is the baseline (paper); leave_one_out: each
+    #                                sample's R_code and R_expl minus the mean of its siblings' (the other
+    #                                rl.samples_per_prompt - 1 answers to the same wrong program) before
+    #                                placement, as RLOO does: a baseline where the critic explains nothing
     target_kl: float | None = None  # stop the epochs once the approximate KL to the rollout policy exceeds it
     kl_estimator: str = "k1"  # per-token KL to the reference: k1 (log ratio), abs, k2, k3
     kl_control: str = "adaptive"  # fixed: reward.kl_coef throughout; adaptive: steer towards kl_target
@@ -128,6 +132,11 @@ class PPOSettings:
         if self.batch_size % self.samples_per_prompt:
             raise ConfigError(f"rl.batch_size = {self.batch_size} is not a multiple of rl.samples_per_prompt = "
                               f"{self.samples_per_prompt}")
+        if self.reward_baseline not in ("none", "leave_one_out"):
+            raise ConfigError(f"rl.reward_baseline = {self.reward_baseline!r}; choose none or leave_one_out")
+        if self.reward_baseline == "leave_one_out" and self.samples_per_prompt < 2:
+            raise ConfigError("rl.reward_baseline = leave_one_out compares the answers to one wrong program; set "
+                              f"rl.samples_per_prompt to 2 or more (it is {self.samples_per_prompt})")
         if self.offline and self.samples_per_prompt != 1:
             raise ConfigError("rl.offline = true scores each collected answer once; set rl.samples_per_prompt=1")
         if self.batch_size % self.mini_batch_size or self.mini_batch_size % self.micro_batch_size:

@@ -14,7 +14,8 @@ on humanevalfix; S_ex base < SFT < RL.
     python benchmarks/learning.py [--seeds 0,1,2] [--out benchmarks/learning.png] [--extra key=value ...]
         [--sft-every 50] [--rl-every 2] [--repair-limit 32] [--repair-tokens 256] [--dry-run]
 
-Prints one JSON line (per seed and the mean, the targets, the wall time, the commands) and writes a PNG with
+Prints one JSON line (per seed and the mean, the targets, SFT - base and RL - SFT problem by problem with the
+seeds pooled, the wall time, the commands) and writes a PNG with
 the repair rate against SFT steps and against PPO steps (each seed thin, the mean thick).
 """
 
@@ -117,6 +118,27 @@ def read_seed(root: Path) -> dict:
     return out
 
 
+PAIRS = (("base", "sft"), ("sft", "rl"))
+
+
+def paired(roots: list[Path]) -> dict:
+    """``{bench: {"sft-base": ..., "rl-sft": ...}}``: the two models problem by problem after round 1, each seed
+    (``selfdebug.analysis.paired``) and the seeds pooled (gained and lost summed, one sign test)."""
+    from selfdebug.analysis.paired import paired_difference, pooled, problem_pass_rates
+
+    out: dict = {}
+    for bench in BENCHMARKS:
+        for first, second in PAIRS:
+            runs = []
+            for root in roots:
+                paths = [root / "evaluate" / label / bench / "samples.jsonl" for label in (first, second)]
+                if all(p.is_file() for p in paths):
+                    runs.append(paired_difference(*(problem_pass_rates(p) for p in paths)))
+            runs = [r for r in runs if r is not None]
+            out.setdefault(bench, {})[f"{second}-{first}"] = {"pooled": pooled(runs), "per_seed": runs}
+    return out
+
+
 def mean(values) -> float | None:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else None
@@ -206,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out.is_absolute() else REPO / args.out
     plot(curves, out)
     result = {"benchmark": "learning", "seeds": args.seeds, "per_seed": per_seed, "mean": means,
-              "targets": targets(means), "units": {"pass@1": "percent, after one refinement round",
-                                                   "s_ex": "round 1 on mbpp_mutants, in [0, 1]"},
+              "targets": targets(means), "paired": paired([root for _, root, _ in runs]),
+              "units": {"pass@1": "percent, after one refinement round", "s_ex": "round 1 on mbpp_mutants, in [0, 1]",
+                        "paired": "second minus first on the same problems, in points; gained / lost: problems "
+                                  "only the second / only the first repairs; p_sign: exact two-sided sign test"},
               "repair_curves": {stage: {str(k): v for k, v in c.items()} for stage, c in curves.items()},
               "plot": str(out), "wall_s": round(wall, 1), "commands": shown, "failed_seeds": failed}
     print(json.dumps(result), flush=True)

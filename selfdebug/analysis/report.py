@@ -7,7 +7,9 @@ It reads every evaluation (``results.json``) and training run (``metrics.jsonl``
 
 - repair benchmarks, base vs SFT vs RL (runs with ``start: given``, e.g. ``benchmark=mbpp_mutants|humanevalfix``):
   per benchmark and model, pass@1 of the given code and after round 1 with its bootstrap interval, the success
-  refinement rate and S_ex of round 1 with its interval; the same numbers in ``repair_table.json`` beside it;
+  refinement rate and S_ex of round 1 with its interval; then each model against the one before it (sft - base,
+  rl - sft) problem by problem: the difference with its interval, the programs gained and lost, a sign test;
+  the same numbers in ``repair_table.json`` beside it;
 - Table 2 of the paper: label x mode x benchmark -> pass@1 / pass@10 of the initial code and after one round
   of refinement (the paper's tables are one round; later rounds are in the by-round plot, its Fig. 4);
 - Table 4: success refinement rate of round 1;
@@ -35,6 +37,7 @@ import yaml
 from omegaconf import DictConfig
 
 from selfdebug.analysis import options
+from selfdebug.analysis.paired import paired_difference, problem_pass_rates
 from selfdebug.core.cli import CONF_DIR
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.tracking import write_json_atomic
@@ -151,6 +154,36 @@ def repair_rows(records: list[dict]) -> list[list]:
     return [[r["benchmark"], r["label"], "-" if r["problems"] is None else r["problems"], fmt(r["pass@1_given"]),
              ci(r["pass@1_round1"], 2), fmt(r["refinement_rate_round1"]), ci(r["s_ex_round1"], 3)]
             for r in records]
+
+
+def paired_records(evals: list[dict]) -> list[dict]:
+    """Each repair benchmark's models compared problem by problem, each with the one before it in training
+    order (sft - base, rl - sft; ``selfdebug.analysis.paired``), after round 1. Only where each label has one
+    evaluation of that benchmark and mode (a seed sweep is summarised by its cells instead) and both runs kept
+    their ``samples.jsonl``."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for e in repair_evals(evals):
+        groups[(e["benchmark"], e["mode"])].append(e)
+    records = []
+    for (benchmark, mode), runs in groups.items():
+        labels = [e["label"] for e in runs]
+        if len(set(labels)) != len(labels):
+            continue
+        for first, second in zip(runs, runs[1:]):
+            paths = [e["dir"] / "samples.jsonl" for e in (first, second)]
+            if not all(p.is_file() for p in paths):
+                continue
+            comparison = paired_difference(*(problem_pass_rates(p, REPORTED_ROUND) for p in paths))
+            if comparison is not None:
+                records.append({"benchmark": benchmark, "mode": mode, "first": first["label"],
+                                "second": second["label"], **comparison})
+    return records
+
+
+def paired_rows(records: list[dict]) -> list[list]:
+    return [[r["benchmark"], f"{r['second']} - {r['first']}", r["problems"], f"{r['first_pass']:.2f}",
+             f"{r['second_pass']:.2f}", f"{r['difference']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", r["gained"],
+             r["lost"], f"{r['p_sign']:.3f}"] for r in records]
 
 
 def table2_rows(evals: list[dict]) -> list[list]:
@@ -343,6 +376,8 @@ def _html_table(header: list[str], rows: list[list]) -> str:
 
 TR = ["benchmark", "model", "problems", "pass@1 given", "pass@1 after round 1 [low, high]",
       "refinement rate, round 1 (%)", "S_ex round 1 [low, high]"]
+TP = ["benchmark", "comparison", "problems", "pass@1 first", "pass@1 second", "difference [low, high]",
+      "gained", "lost", "sign test p"]
 T2 = ["model", "mode", "benchmark", "pass@1 initial", "pass@1 refined (round 1)", "pass@10 initial",
       "pass@10 refined (round 1)", "rounds run"]
 T4 = ["model", "mode", "benchmark", "wrong initial programs", "success refinement rate, round 1 (%)"]
@@ -376,7 +411,11 @@ def figure3_sections(collections: list[Path], out: Path, max_records: int, expla
 REPAIR_TITLE = "Repair benchmarks: base vs SFT vs RL"
 REPAIR_UNITS = {"pass@1": "percent of problems", "refinement_rate_round1": "percent of wrong given programs fixed",
                 "s_ex_round1": "mean cosine similarity to the reference explanations, in [0, 1]",
-                "intervals": "bootstrap over problems (results.json bootstrap.confidence)"}
+                "intervals": "bootstrap over problems (results.json bootstrap.confidence)",
+                "paired": "second model minus first on the same problems after round 1: difference in points with "
+                          "a 95% bootstrap interval over problems, problems gained and lost, exact two-sided "
+                          "sign test on the problems where they differ"}
+PAIRED_TITLE = "Repair benchmarks: paired differences (the same problems)"
 
 
 def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
@@ -396,9 +435,13 @@ def write_report(paths: list[Path], out: Path, figure3_max_records: int = 200,
     plots += fig3_plots
     sections = []
     repair = repair_records(evals)
+    paired = paired_records(evals)
     if repair:
         sections.append((REPAIR_TITLE, TR, repair_rows(repair)))
-    write_json_atomic(out / "repair_table.json", {"columns": TR, "units": REPAIR_UNITS, "rows": repair})
+    if paired:
+        sections.append((PAIRED_TITLE, TP, paired_rows(paired)))
+    write_json_atomic(out / "repair_table.json", {"columns": TR, "units": REPAIR_UNITS, "rows": repair,
+                                                  "paired": paired})
     if evals:
         sections.append(("Self-debugging (Table 2 layout)", T2, table2_rows(evals)))
         sections.append(("Success refinement rate (Table 4 layout)", T4, table4_rows(evals)))

@@ -4,15 +4,17 @@ For each seed, one pipeline run (``python -m selfdebug.pipeline +exp=quickstart 
 the in-training repair evaluation switched on in SFT and PPO (``sft.repair_eval.every`` / ``rl.repair_eval.every``
 appended to the pipeline's ``sft.overrides`` / ``rl.overrides``): greedy repairs of held-out MBPP-test mutants,
 logged to each stage's ``repair_eval.jsonl``. Then the numbers the pipeline's evaluations give after one
-refinement round, for the base, SFT and RL models on ``mbpp_mutants`` and ``humanevalfix`` (read from
-``report/repair_table.json``, else from each ``evaluate/<label>/<benchmark>/results.json``), and S_ex of
-round 1 on ``mbpp_mutants``. A finished run is skipped by the pipeline itself, so a re-run only reads.
+refinement round, for the base, SFT and RL models on ``mbpp_mutants`` (the quickstart's first 100 MBPP-test
+tasks), ``humanevalfix`` and, unless ``--no-all-mutants``, ``mbpp_mutants_all`` (every MBPP-test task's mutant,
+an evaluation this script adds to the pipeline's), read from each ``evaluate/<label>/<benchmark>/results.json``;
+and S_ex of round 1 on both mutant sets. A finished stage is
+skipped by the pipeline itself, so a re-run only runs what a run dir lacks, then reads.
 
-Targets (on the mean over seeds): SFT >= base + 10 points and RL >= SFT + 2 points on mbpp_mutants; SFT > base
-on humanevalfix; S_ex base < SFT < RL.
+Targets (on the mean over seeds), judged on each mutant set: SFT >= base + 10 points and RL >= SFT + 2 points;
+S_ex base < SFT < RL; and SFT > base on humanevalfix.
 
     python benchmarks/learning.py [--seeds 0,1,2] [--out benchmarks/learning.png] [--extra key=value ...]
-        [--sft-every 50] [--rl-every 2] [--repair-limit 32] [--repair-tokens 256] [--dry-run]
+        [--sft-every 50] [--rl-every 2] [--repair-limit 32] [--repair-tokens 256] [--no-all-mutants] [--dry-run]
 
 Prints one JSON line (per seed and the mean, the targets, SFT - base and RL - SFT problem by problem with the
 seeds pooled, the wall time, the commands) and writes a PNG with
@@ -37,9 +39,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("mbpp_mutants", "humanevalfix")
+BENCHMARKS = ("mbpp_mutants", "humanevalfix", "mbpp_mutants_all")
 LABELS = ("base", "sft", "rl")
-S_EX_BENCHMARK = "mbpp_mutants"
+S_EX_KEYS = {"mbpp_mutants": "s_ex", "mbpp_mutants_all": "s_ex_all"}  # benchmark -> its S_ex key
+# Every MBPP-test task's mutant (about 500), beside the quickstart's first 100: the same models, a fifth of the
+# sampling error. Added to the pipeline's evaluations; a finished run evaluates only what it lacks.
+ALL_MUTANTS = '+evaluate.benchmarks.mbpp_mutants_all=["benchmark=mbpp_mutants","limit=null"]'
 
 
 def compose_pipeline(extra: list[str]):
@@ -70,7 +75,7 @@ def commands(args) -> list[tuple[int, Path, list[str]]]:
         root = Path("outputs/pipeline") / f"{cfg.name}-{model}-seed{seed}"
         cmd = [sys.executable, "-m", "selfdebug.pipeline", "+exp=quickstart", f"seed={seed}", "name=learning",
                *args.extra, f"sft.overrides={_hydra_list(sft)}", f"rl.overrides={_hydra_list(rl)}",
-               f"hydra.run.dir={root}"]
+               *([ALL_MUTANTS] if args.all_mutants else []), f"hydra.run.dir={root}"]
         out.append((seed, REPO / root, cmd))
     return out
 
@@ -96,25 +101,16 @@ def from_results(root: Path, label: str, bench: str) -> tuple[float | None, floa
 
 
 def read_seed(root: Path) -> dict:
-    """``{bench: {label: pass@1}}`` and ``s_ex: {label: S_ex}`` of one pipeline run."""
-    table: dict[tuple[str, str], dict] = {}
-    path = root / "report" / "repair_table.json"
-    if path.is_file():
-        for row in json.loads(path.read_text()).get("rows", []):
-            table[(str(row.get("benchmark")), str(row.get("model")))] = row
-    out: dict = {bench: {} for bench in BENCHMARKS}
-    out["s_ex"] = {}
+    """``{bench: {label: pass@1}}``, ``s_ex: {label: S_ex}`` (first 100 tasks) and ``s_ex_all`` (all tasks) of one
+    pipeline run, from each ``evaluate/<label>/<bench>/results.json`` (the folder names the problem set, which
+    the report's rows do not); None where a run lacks the evaluation."""
+    out: dict = {key: {} for key in (*BENCHMARKS, *S_EX_KEYS.values())}
     for bench in BENCHMARKS:
         for label in LABELS:
-            row = table.get((bench, label), {})
-            pass1, s_ex = _number(row.get("pass@1_round1")), _number(row.get("s_ex_round1"))
-            if pass1 is None or (bench == S_EX_BENCHMARK and s_ex is None):
-                fallback = from_results(root, label, bench)
-                pass1 = pass1 if pass1 is not None else fallback[0]
-                s_ex = s_ex if s_ex is not None else fallback[1]
+            pass1, s_ex = from_results(root, label, bench)
             out[bench][label] = pass1
-            if bench == S_EX_BENCHMARK:
-                out["s_ex"][label] = s_ex
+            if bench in S_EX_KEYS:
+                out[S_EX_KEYS[bench]][label] = s_ex
     return out
 
 
@@ -149,11 +145,16 @@ def targets(m: dict) -> dict:
     def check(*need, test):
         return None if any(v is None for v in need) else bool(test(*need))
 
-    mm, hf, sx = m["mbpp_mutants"], m["humanevalfix"], m["s_ex"]
-    return {"mbpp_mutants: SFT >= base + 10": check(mm["base"], mm["sft"], test=lambda b, s: s >= b + 10),
-            "mbpp_mutants: RL >= SFT + 2": check(mm["sft"], mm["rl"], test=lambda s, r: r >= s + 2),
-            "humanevalfix: SFT > base": check(hf["base"], hf["sft"], test=lambda b, s: s > b),
-            "S_ex: base < SFT < RL": check(sx["base"], sx["sft"], sx["rl"], test=lambda b, s, r: b < s < r)}
+    hf = m["humanevalfix"]
+    out = {}
+    for bench, s_ex in S_EX_KEYS.items():
+        mm, sx = m[bench], m[s_ex]
+        out[f"{bench}: SFT >= base + 10"] = check(mm["base"], mm["sft"], test=lambda b, s: s >= b + 10)
+        out[f"{bench}: RL >= SFT + 2"] = check(mm["sft"], mm["rl"], test=lambda s, r: r >= s + 2)
+        out[f"{bench}: S_ex base < SFT < RL"] = check(sx["base"], sx["sft"], sx["rl"],
+                                                      test=lambda b, s, r: b < s < r)
+    out["humanevalfix: SFT > base"] = check(hf["base"], hf["sft"], test=lambda b, s: s > b)
+    return out
 
 
 def curve(path: Path) -> list[tuple[int, float]]:
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rl-every", type=int, default=2, help="rl.repair_eval.every")
     parser.add_argument("--repair-limit", type=int, default=32, help="MBPP-test tasks of the in-training curve")
     parser.add_argument("--repair-tokens", type=int, default=256, help="its max_new_tokens (as the evaluation)")
+    parser.add_argument("--all-mutants", action=argparse.BooleanOptionalAction, default=True,
+                        help="also evaluate on every MBPP-test task's mutant (mbpp_mutants_all)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     if not args.seeds or args.sft_every < 1 or args.rl_every < 1:
@@ -221,15 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             failed[seed] = code
     wall = time.monotonic() - start
     per_seed = {str(seed): {**read_seed(root), "run_dir": str(root)} for seed, root, _ in runs}
-    means = {key: {label: mean(per_seed[str(s)][key][label] for s, _, _ in runs) for label in LABELS}
-             for key in (*BENCHMARKS, "s_ex")}
+    means = {key: {label: mean(per_seed[str(s)][key].get(label) for s, _, _ in runs) for label in LABELS}
+             for key in (*BENCHMARKS, *S_EX_KEYS.values())}
     curves = {stage: {seed: curve(root / stage / "repair_eval.jsonl") for seed, root, _ in runs}
               for stage in ("sft", "rl")}
     out = args.out if args.out.is_absolute() else REPO / args.out
     plot(curves, out)
     result = {"benchmark": "learning", "seeds": args.seeds, "per_seed": per_seed, "mean": means,
               "targets": targets(means), "paired": paired([root for _, root, _ in runs]),
-              "units": {"pass@1": "percent, after one refinement round", "s_ex": "round 1 on mbpp_mutants, in [0, 1]",
+              "units": {"pass@1": "percent, after one refinement round", "s_ex": "round 1 on mbpp_mutants (s_ex_all: mbpp_mutants_all), in [0, 1]",
                         "paired": "second minus first on the same problems, in points; gained / lost: problems "
                                   "only the second / only the first repairs; p_sign: exact two-sided sign test"},
               "repair_curves": {stage: {str(k): v for k, v in c.items()} for stage, c in curves.items()},

@@ -113,6 +113,18 @@ def test_report_shows_each_model_against_the_one_before_it(tmp_path):
     assert [(p["first"], p["second"], p["gained"], p["lost"]) for p in table["paired"]] == [
         ("base", "sft", 5, 1), ("sft", "rl", 1, 2)]
     assert "paired" in table["units"]
+    # The same benchmark on a second, larger problem set (limit=null beside limit=10) pairs within each set.
+    wide = tmp_path / "wide"
+    for label, passed in (("base", [False] * 20), ("sft", [True] * 20)):
+        _eval_run(wide, label, passed)
+    write_report([runs, wide], out, figure3_max_records=0)
+    table = json.loads((out / "repair_table.json").read_text())
+    assert [(r["model"], r["problems"]) for r in table["rows"]] == [
+        ("base", 10), ("sft", 10), ("rl", 10), ("base", 20), ("sft", 20)]
+    assert [(p["second"], p["problems"], p["gained"]) for p in table["paired"]] == [
+        ("sft", 10, 5), ("rl", 10, 1), ("sft", 20, 20)]
+    assert f"| mbpp_mutants | sft - base | 20 | 0.00 | 100.00 | +100.00 [+100.00, +100.00] | 20 | 0 | " \
+           f"{sign_test_p(20, 0):.1e} |" in (out / "report.md").read_text()
     # A run without samples.jsonl (written before it existed) leaves its pairs out, not the report.
     (runs / "rl" / "mbpp_mutants" / "samples.jsonl").unlink()
     write_report([runs], out, figure3_max_records=0)

@@ -100,11 +100,16 @@ def _model_key(label: str) -> tuple:
     return (MODEL_ORDER.get(label, len(MODEL_ORDER)), label)
 
 
+def _problems(e: dict) -> int:
+    return int(e["results"].get("n_problems") or 0)
+
+
 def repair_evals(evals: list[dict]) -> list[dict]:
-    """Evaluations that start from a given wrong program (the repair benchmarks), by benchmark, then base, sft,
-    rl (then other labels), then mode."""
+    """Evaluations that start from a given wrong program (the repair benchmarks), by benchmark and its number of
+    problems (one benchmark evaluated on two problem sets, e.g. ``limit=100`` and all, gives two groups), then
+    base, sft, rl (then other labels), then mode."""
     return sorted((e for e in evals if e["results"].get("start") == "given"),
-                  key=lambda e: (e["benchmark"], _model_key(e["label"]), e["mode"], str(e["dir"])))
+                  key=lambda e: (e["benchmark"], _problems(e), _model_key(e["label"]), e["mode"], str(e["dir"])))
 
 
 def _interval(entry: dict | None, value_key: str) -> dict | None:
@@ -159,13 +164,13 @@ def repair_rows(records: list[dict]) -> list[list]:
 def paired_records(evals: list[dict]) -> list[dict]:
     """Each repair benchmark's models compared problem by problem, each with the one before it in training
     order (sft - base, rl - sft; ``selfdebug.analysis.paired``), after round 1. Only where each label has one
-    evaluation of that benchmark and mode (a seed sweep is summarised by its cells instead) and both runs kept
-    their ``samples.jsonl``."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    evaluation of that benchmark, number of problems and mode (a seed sweep is summarised by its cells instead)
+    and both runs kept their ``samples.jsonl``."""
+    groups: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
     for e in repair_evals(evals):
-        groups[(e["benchmark"], e["mode"])].append(e)
+        groups[(e["benchmark"], _problems(e), e["mode"])].append(e)
     records = []
-    for (benchmark, mode), runs in groups.items():
+    for (benchmark, _, mode), runs in groups.items():
         labels = [e["label"] for e in runs]
         if len(set(labels)) != len(labels):
             continue
@@ -183,7 +188,7 @@ def paired_records(evals: list[dict]) -> list[dict]:
 def paired_rows(records: list[dict]) -> list[list]:
     return [[r["benchmark"], f"{r['second']} - {r['first']}", r["problems"], f"{r['first_pass']:.2f}",
              f"{r['second_pass']:.2f}", f"{r['difference']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", r["gained"],
-             r["lost"], f"{r['p_sign']:.3f}"] for r in records]
+             r["lost"], f"{r['p_sign']:.3f}" if r["p_sign"] >= 0.001 else f"{r['p_sign']:.1e}"] for r in records]
 
 
 def table2_rows(evals: list[dict]) -> list[list]:

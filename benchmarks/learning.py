@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(curves, out)
     result = {"benchmark": "learning", "seeds": args.seeds, "per_seed": per_seed, "mean": means,
               "targets": targets(means), "paired": paired([root for _, root, _ in runs]),
-              "units": {"pass@1": "percent, after one refinement round", "s_ex": "round 1 on mbpp_mutants (s_ex_all: mbpp_mutants_all), in [0, 1]",
+              "units": {"pass@1": "percent, after one refinement round",
+                        "s_ex": "round 1 on mbpp_mutants (s_ex_all: mbpp_mutants_all), in [0, 1]",
                         "paired": "second minus first on the same problems, in points; gained / lost: problems "
                                   "only the second / only the first repairs; p_sign: exact two-sided sign test"},
               "repair_curves": {stage: {str(k): v for k, v in c.items()} for stage, c in curves.items()},

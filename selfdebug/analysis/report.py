@@ -27,6 +27,7 @@ A user without W&B gets the same picture from the files alone.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -174,7 +175,7 @@ def paired_records(evals: list[dict]) -> list[dict]:
         labels = [e["label"] for e in runs]
         if len(set(labels)) != len(labels):
             continue
-        for first, second in zip(runs, runs[1:]):
+        for first, second in itertools.pairwise(runs):
             paths = [e["dir"] / "samples.jsonl" for e in (first, second)]
             if not all(p.is_file() for p in paths):
                 continue
@@ -186,7 +187,10 @@ def paired_records(evals: list[dict]) -> list[dict]:
 
 
 def paired_rows(records: list[dict]) -> list[list]:
-    return [[r["benchmark"], f"{r['second']} - {r['first']}", r["problems"], f"{r['first_pass']:.2f}",
+    """The paired table's cells; the comparison names its mode when the runs have more than one."""
+    several_modes = len({r["mode"] for r in records}) > 1
+    return [[r["benchmark"], f"{r['second']} - {r['first']}" + (f" ({r['mode']})" if several_modes else ""),
+             r["problems"], f"{r['first_pass']:.2f}",
              f"{r['second_pass']:.2f}", f"{r['difference']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", r["gained"],
              r["lost"], f"{r['p_sign']:.3f}" if r["p_sign"] >= 0.001 else f"{r['p_sign']:.1e}"] for r in records]
 

@@ -128,9 +128,10 @@ def paired(roots: list[Path]) -> dict:
             runs = []
             for root in roots:
                 paths = [root / "evaluate" / label / bench / "samples.jsonl" for label in (first, second)]
-                if all(p.is_file() for p in paths):
-                    runs.append(paired_difference(*(problem_pass_rates(p) for p in paths)))
-            runs = [r for r in runs if r is not None]
+                comparison = (paired_difference(*(problem_pass_rates(p) for p in paths))
+                              if all(p.is_file() for p in paths) else None)
+                if comparison is not None:
+                    runs.append(comparison)
             out.setdefault(bench, {})[f"{second}-{first}"] = {"pooled": pooled(runs), "per_seed": runs}
     return out
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             failed[seed] = code
     wall = time.monotonic() - start
     per_seed = {str(seed): {**read_seed(root), "run_dir": str(root)} for seed, root, _ in runs}
-    means = {key: {label: mean(per_seed[str(s)][key].get(label) for s, _, _ in runs) for label in LABELS}
+    means = {key: {label: mean(per_seed[str(s)][key][label] for s, _, _ in runs) for label in LABELS}
              for key in (*BENCHMARKS, *S_EX_KEYS.values())}
     curves = {stage: {seed: curve(root / stage / "repair_eval.jsonl") for seed, root, _ in runs}
               for stage in ("sft", "rl")}

@@ -20,27 +20,26 @@ import numpy as np
 
 from selfdebug.core.errors import DataError
 from selfdebug.evaluate.passk import bootstrap_ci
+from selfdebug.evaluate.protocol import solved_rounds
 from selfdebug.problems.records import iter_records
 
 
 def problem_pass_rates(samples: str | Path, round_index: int = 1) -> dict[str, float]:
     """``{task_id: fraction of its samples that pass}`` after refinement round ``round_index``, from an
-    evaluation's ``samples.jsonl``. A sample's state is its latest row at or before that round (a program that
-    passed earlier is not refined again)."""
-    latest: dict[tuple[str, int], tuple[int, bool]] = {}
+    evaluation's ``samples.jsonl``: a sample is solved once any of its rows up to that round passed, as the
+    evaluation's pass@k by round counts it (``selfdebug.evaluate.protocol.solved_rounds``)."""
+    rows, sample_ids = [], {}
     for where, row in iter_records(samples):
         try:
-            task, index, at, passed = str(row["task_id"]), int(row["sample_index"]), int(row["round"]), row["passed"]
+            task, index, at = str(row["task_id"]), int(row["sample_index"]), int(row["round"])
+            passed = bool(row["passed"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{where}: a samples.jsonl row needs task_id, sample_index, round and passed") from None
-        if at <= round_index and at >= latest.get((task, index), (-1, False))[0]:
-            latest[(task, index)] = (at, bool(passed))
-    totals: dict[str, list[int]] = {}
-    for (task, _), (_, passed) in latest.items():
-        count = totals.setdefault(task, [0, 0])
-        count[0] += passed
-        count[1] += 1
-    return {task: hits / n for task, (hits, n) in sorted(totals.items())}
+        if at <= round_index:
+            rows.append({"task_id": task, "sample_index": index, "round": at, "passed": passed})
+            sample_ids.setdefault(task, set()).add(index)
+    solved = solved_rounds(rows)
+    return {task: sum((task, i) in solved for i in ids) / len(ids) for task, ids in sorted(sample_ids.items())}
 
 
 def sign_test_p(gained: int, lost: int) -> float:

@@ -229,13 +229,20 @@ def _exactly(texts: list[str], n: int, generator: Generator) -> list[str]:
     return texts
 
 
-def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings) -> dict:
-    """pass@k per round with bootstrap intervals, refinement rates and verdict counts."""
+def solved_rounds(rows) -> dict[tuple[str, int], int]:
+    """``{(task_id, sample_index): the first round its program passed}`` over judged rows; a sample counts as
+    solved from that round on (pass@k by round, and the report's paired comparison, read it so)."""
     solved_at: dict[tuple[str, int], int] = {}
     for row in rows:
         if row["passed"]:
             key = (row["task_id"], row["sample_index"])
             solved_at[key] = min(solved_at.get(key, row["round"]), row["round"])
+    return solved_at
+
+
+def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings) -> dict:
+    """pass@k per round with bootstrap intervals, refinement rates and verdict counts."""
+    solved_at = solved_rounds(rows)
     n = settings.n_samples
     initial_wrong = sum(1 for r in rows if r["round"] == 0 and not r["passed"])
     per_round = []

@@ -1,10 +1,12 @@
-"""selfdebug.generation: the HF generator on the tiny model, the reference generator, the factory."""
+"""selfdebug.generation: the HF generator on the tiny model (and its KV cache choice), the reference generator, the
+factory."""
 
 from __future__ import annotations
 
 import pytest
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.prompts import initial_messages, parse_completion, refine_messages
 from selfdebug.execution.spec import TestSuite as Suite
 from selfdebug.generation import (
     GenerationRequest,
@@ -16,7 +18,6 @@ from selfdebug.generation import (
     cut_at_stop,
 )
 from selfdebug.problems import Problem
-from selfdebug.core.prompts import initial_messages, parse_completion, refine_messages
 
 PROBLEM = Problem(task_id="mbpp/1", source="mbpp", prompt="Write a function to add two numbers.",
                   tests=Suite("assert", ("assert add(1, 2) == 3",)), entry_point="add",
@@ -103,3 +104,51 @@ def test_build_generator_hf(tiny_cache_dir, tiny_model_dir):
 def test_sampling_params_validate(bad):
     with pytest.raises(ConfigError):
         SamplingParams(**bad)
+
+
+# ------------------------------------------------------------------------------------------------ KV cache
+
+def test_kv_cache_choice(hf_gen):
+    from transformers import MptConfig, MptForCausalLM
+
+    from selfdebug.core.models import kv_cache_implementation
+
+    assert hf_gen.cache_implementation == "static"  # auto, on the CPU, for a Llama
+    assert kv_cache_implementation(hf_gen.model, "dynamic") is None
+    assert kv_cache_implementation(hf_gen.model, "static") == "static"
+    with pytest.raises(ConfigError, match=r"model\.generator\.cache_implementation = 'paged'"):
+        kv_cache_implementation(hf_gen.model, "paged")
+    # A class without a static cache keeps transformers' default under auto; asking for static is an error.
+    mpt = MptForCausalLM(MptConfig(d_model=32, n_heads=2, n_layers=1, vocab_size=64, max_seq_len=32))
+    assert kv_cache_implementation(mpt) is None
+    with pytest.raises(ConfigError, match="MptForCausalLM has no static KV cache"):
+        kv_cache_implementation(mpt, "static")
+
+
+def test_kv_cache_under_peft(hf_gen):
+    from peft import LoraConfig, get_peft_model
+
+    from selfdebug.core.models import kv_cache_implementation
+
+    wrapped = get_peft_model(hf_gen.model, LoraConfig(r=2, target_modules=["q_proj"]))
+    try:
+        assert kv_cache_implementation(wrapped) == "static"
+    finally:
+        wrapped.unload()  # hf_gen's model without the adapters, for the tests after this one
+
+
+def test_bad_kv_cache_fails_before_loading():
+    with pytest.raises(ConfigError, match="cache_implementation = 'paged'"):
+        HFGenerator("no/such-model-anywhere", cache_implementation="paged", show_progress=False)
+
+
+def test_static_cache_gives_the_same_answers(tiny_cache_dir, tiny_model_dir, hf_gen):
+    """Prompts of different lengths (left padding), greedy and seeded sampling: the static cache changes the
+    speed, not the tokens."""
+    dynamic = HFGenerator("tiny", tiny_cache_dir=tiny_cache_dir, batch_size=4, show_progress=False,
+                          cache_implementation="dynamic")
+    assert dynamic.cache_implementation is None
+    for params in (SamplingParams(n=1, temperature=0.0, max_new_tokens=24),
+                   SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3)):
+        assert dynamic.generate(_requests(), params) == hf_gen.generate(_requests(), params)
+    dynamic.close()

@@ -292,6 +292,36 @@ def resolve_dtype(dtype: Any, device: str):
     return names[key]
 
 
+KV_CACHES = ("auto", "dynamic", "static")
+
+
+def check_kv_cache(choice: str, key: str = "model.generator.cache_implementation") -> None:
+    if choice not in KV_CACHES:
+        raise ConfigError(f"{key} = {choice!r}; it must be one of {', '.join(KV_CACHES)}")
+
+
+def kv_cache_implementation(model, choice: str = "auto", key: str = "model.generator.cache_implementation"
+                            ) -> str | None:
+    """The ``cache_implementation`` to pass to ``model.generate`` (None: transformers' dynamic cache).
+
+    The dynamic cache grows by concatenation at every new token, which is a third of a greedy batch's time on the
+    CPU (mini, 32 prompts, 256 new tokens); a static cache is allocated once for the longest sequence. ``auto``
+    picks static on the CPU where the model class supports it (the same tokens, about 1.7x faster there) and
+    dynamic elsewhere: on a GPU the concatenation is cheap and a static cache pays off only under torch.compile.
+    """
+    check_kv_cache(choice, key)
+    if choice == "dynamic":
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    supported = bool(getattr(type(base), "_can_compile_fullgraph", False))
+    if choice == "static":
+        if not supported:
+            raise ConfigError(f"{key} = static, but {type(base).__name__} has no static KV cache; use dynamic")
+        return "static"
+    on_cpu = next(base.parameters()).device.type == "cpu"
+    return "static" if on_cpu and supported else None
+
+
 def _dtype_kwarg() -> str:
     import transformers
 

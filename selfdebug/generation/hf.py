@@ -20,8 +20,9 @@ class HFGenerator(Generator):
 
     def __init__(self, model_name_or_path: str, *, batch_size: int = 8, dtype: Any = "auto",
                  device: str = "cpu", tiny_cache_dir: str | None = None, stop: Sequence[str] = ("<|end|>",),
-                 show_progress: bool = True, trust_remote_code: bool = False, chat_format: str = "template"):
-        from selfdebug.core.models import load_causal_lm
+                 show_progress: bool = True, trust_remote_code: bool = False, chat_format: str = "template",
+                 cache_implementation: str = "auto"):
+        from selfdebug.core.models import check_kv_cache, kv_cache_implementation, load_causal_lm
         from selfdebug.core.prompts import apply_chat_format, check_chat_format
 
         check_chat_format(chat_format)  # before the weights load
@@ -31,12 +32,14 @@ class HFGenerator(Generator):
         self.batch_size = batch_size
         self.stop = tuple(stop)
         self.show_progress = show_progress
+        check_kv_cache(cache_implementation)  # before the weights load
         self.model, self.tokenizer = load_causal_lm(
             model_name_or_path, dtype=dtype, device=device, tiny_cache_dir=tiny_cache_dir,
             trust_remote_code=trust_remote_code,
         )
         apply_chat_format(self.tokenizer, chat_format, "model.chat_format")
         self.device = next(self.model.parameters()).device
+        self.cache_implementation = kv_cache_implementation(self.model, cache_implementation)
         # Stop strings that are one token end generation early; the others are cut from the text after.
         self.stop_token_ids = self._stop_token_ids()
 
@@ -67,6 +70,7 @@ class HFGenerator(Generator):
         gen.max_new_tokens = params.max_new_tokens
         gen.max_length = None
         gen.use_cache = True
+        gen.cache_implementation = self.cache_implementation
         gen.num_return_sequences = 1
         gen.num_beams = 1
         gen.eos_token_id = self.stop_token_ids or None

@@ -332,15 +332,19 @@ def clip_grad_norm(module, params: Sequence[torch.nn.Parameter], max_norm: float
     return float(norm)
 
 
-def generate_kwargs(module) -> dict:
-    """Under sharded parameters every forward is a collective: ``synced_gpus`` keeps all ranks generating until
-    the longest is done (HF ``generate``)."""
+def generate_kwargs(module, model) -> dict:
+    """``model.generate``'s extra arguments in training: the KV cache for the device
+    (``selfdebug.core.models.kv_cache_implementation``), and under sharded parameters, where every forward is a
+    collective, ``synced_gpus`` to keep all ranks generating until the longest is done."""
+    from selfdebug.core.models import kv_cache_implementation
+
+    kwargs = {"cache_implementation": kv_cache_implementation(model)}
     trainer = getattr(module, "_trainer", None)
     if trainer is None or trainer.world_size == 1:
-        return {}
+        return kwargs
     name = type(trainer.strategy).__name__
     sharded = name == _FSDP2 or (name == "DeepSpeedStrategy" and trainer.strategy.zero_stage_3)
-    return {"synced_gpus": True} if sharded else {}
+    return {**kwargs, "synced_gpus": True} if sharded else kwargs
 
 
 # ------------------------------------------------------------------------------------------------ FSDP2

@@ -177,7 +177,7 @@ class RepairEval(pl.Callback):
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=pl_module.device)
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=self.settings.max_new_tokens, eos_token_id=stop or None,
-                                 pad_token_id=pad, use_cache=True, **generate_kwargs(pl_module))
+                                 pad_token_id=pad, use_cache=True, **generate_kwargs(pl_module, model))
             for row, i in enumerate(rows):
                 new = out[row, width:].tolist()
                 end = next((j for j, t in enumerate(new) if t in stop), len(new))

@@ -241,7 +241,7 @@ class HeldOutEval(pl.Callback):
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                  max_new_tokens=self.max_new_tokens, eos_token_id=stop or None,
                                  pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                                 **generate_kwargs(pl_module))
+                                 **generate_kwargs(pl_module, model))
             new = out[0, ids.size(1):].tolist()
             end = next((k for k, t in enumerate(new) if t in stop), len(new))
             text = self.tokenizer.decode(new[:end], skip_special_tokens=True)

@@ -42,7 +42,7 @@ class HFRolloutEngine:
                 input_ids=query.to(device), attention_mask=query_mask.to(device), do_sample=True,
                 temperature=s.temperature, top_p=s.top_p, top_k=0, max_new_tokens=s.max_new_tokens,
                 eos_token_id=list(s.stop_ids) or None, pad_token_id=self.pad_id, use_cache=True,
-                return_dict_in_generate=True, output_logits=keep, **generate_kwargs(self.owner))
+                return_dict_in_generate=True, output_logits=keep, **generate_kwargs(self.owner, self.policy))
         finally:
             self.policy.train()
             if hook is not None:

@@ -382,6 +382,7 @@ def test_mixed_run_logs_dropped_items_and_per_format_rewards(tmp_path, caplog):
     assert all((r["explanation"] is None) == (r["mode"] == "refine") for r in sampled)
 
 
+@pytest.mark.slow  # the only fast-loop user of the toy policy, whose set-up takes about 15 s
 def test_leave_one_out_baseline_reaches_the_token_rewards(tmp_path, toy):
     """A real PPO step with two answers per wrong program and ``rl.reward_baseline=leave_one_out``: the rewards
     placed on the tokens are the answers' rewards less their sibling's, so over the batch they sum to the KL

@@ -152,3 +152,27 @@ def test_static_cache_gives_the_same_answers(tiny_cache_dir, tiny_model_dir, hf_
                    SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3)):
         assert dynamic.generate(_requests(), params) == hf_gen.generate(_requests(), params)
     dynamic.close()
+
+
+def test_each_batch_gets_a_static_cache_of_its_own_length(hf_gen):
+    """transformers would keep the first (longest) batch's cache length for every later call; each call's
+    static cache must fit its own batch, or short batches attend over the longest prompt's length."""
+    lengths = []
+
+    def record(module, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and type(cache).__name__ == "StaticCache":
+            lengths.append(cache.get_max_length())
+
+    long = GenerationRequest([{"role": "user", "content": "def f(x):\n    return x\n" * 60}])
+    short = GenerationRequest([{"role": "user", "content": "hi"}])
+    handle = hf_gen.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=4)
+        hf_gen.generate([long], params)
+        first = max(lengths)
+        lengths.clear()
+        hf_gen.generate([short], params)
+    finally:
+        handle.remove()
+    assert lengths and max(lengths) < first / 4

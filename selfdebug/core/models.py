@@ -319,7 +319,27 @@ def kv_cache_implementation(model, choice: str = "auto", key: str = "model.gener
             raise ConfigError(f"{key} = static, but {type(base).__name__} has no static KV cache; use dynamic")
         return "static"
     on_cpu = next(base.parameters()).device.type == "cpu"
-    return "static" if on_cpu and supported else None
+    return "static" if on_cpu and supported and _sizes_static_cache_per_call() else None
+
+
+def _sizes_static_cache_per_call() -> bool:
+    """transformers 5 keeps the static cache's size in one attribute that ``fit_static_cache`` can clear; older
+    releases keep the cache itself for reuse, so ``auto`` leaves them the dynamic cache."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
+def fit_static_cache(model) -> None:
+    """Size the next ``generate`` call's static cache for that call's own batch.
+
+    transformers remembers the longest static cache a model ever generated with and never allocates a shorter
+    one (so that torch.compile need not recompile). Without compile, every batch after a long one then attends
+    over the long one's length: the evaluation's batches come longest first, and one 5,500-token prompt among
+    the 499 mutants made every later batch attend over 5,800 positions instead of about 700."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for m in (model, base):
+        vars(m).pop("_previous_max_cache_length", None)
 
 
 def _dtype_kwarg() -> str:

@@ -88,6 +88,8 @@ class HFGenerator(Generator):
         import torch
         from tqdm.auto import tqdm
 
+        from selfdebug.core.models import fit_static_cache
+
         if not requests:
             return []
         prompts = [self.render(r.messages) for r in requests]
@@ -108,6 +110,8 @@ class HFGenerator(Generator):
             for batch in bar:
                 enc = self.tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
                                      add_special_tokens=add_special).to(self.device)
+                if self.cache_implementation == "static":
+                    fit_static_cache(self.model)
                 seqs = self.model.generate(**enc, generation_config=gen_config)
                 new = seqs[:, enc["input_ids"].shape[1]:].tolist()
                 for i, ids in zip(batch, new):

@@ -333,12 +333,15 @@ def clip_grad_norm(module, params: Sequence[torch.nn.Parameter], max_norm: float
 
 
 def generate_kwargs(module, model) -> dict:
-    """``model.generate``'s extra arguments in training: the KV cache for the device
-    (``selfdebug.core.models.kv_cache_implementation``), and under sharded parameters, where every forward is a
-    collective, ``synced_gpus`` to keep all ranks generating until the longest is done."""
-    from selfdebug.core.models import kv_cache_implementation
+    """The extra arguments of one ``model.generate`` call in training: the KV cache for the device
+    (``selfdebug.core.models.kv_cache_implementation``; a static one is sized for this call's batch), and under
+    sharded parameters, where every forward is a collective, ``synced_gpus`` to keep all ranks generating until
+    the longest is done."""
+    from selfdebug.core.models import fit_static_cache, kv_cache_implementation
 
     kwargs = {"cache_implementation": kv_cache_implementation(model)}
+    if kwargs["cache_implementation"] == "static":
+        fit_static_cache(model)
     trainer = getattr(module, "_trainer", None)
     if trainer is None or trainer.world_size == 1:
         return kwargs

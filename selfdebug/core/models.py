@@ -306,7 +306,7 @@ def kv_cache_implementation(model, choice: str = "auto", key: str = "model.gener
 
     The dynamic cache grows by concatenation at every new token, which is a third of a greedy batch's time on the
     CPU (mini, 32 prompts, 256 new tokens); a static cache is allocated once for the longest sequence. ``auto``
-    picks static on the CPU where the model class supports it (the same tokens, about 1.7x faster there) and
+    picks static on the CPU where the model class supports it (the same tokens, about 1.6x faster there) and
     dynamic elsewhere: on a GPU the concatenation is cheap and a static cache pays off only under torch.compile.
     """
     check_kv_cache(choice, key)
@@ -335,7 +335,7 @@ def fit_static_cache(model) -> None:
 
     transformers remembers the longest static cache a model ever generated with and never allocates a shorter
     one (so that torch.compile need not recompile). Without compile, every batch after a long one then attends
-    over the long one's length: the evaluation's batches come longest first, and one 5,500-token prompt among
+    over the long one's length: the evaluation's batches come longest first, and one 5,542-token prompt among
     the 499 mutants made every later batch attend over 5,800 positions instead of about 700."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     for m in (model, base):

@@ -292,6 +292,11 @@ def resolve_dtype(dtype: Any, device: str):
     return names[key]
 
 
+def peft_base(model):
+    """The transformers model under a PEFT wrapper (``get_base_model``), or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 KV_CACHES = ("auto", "dynamic", "static")
 
 
@@ -312,7 +317,7 @@ def kv_cache_implementation(model, choice: str = "auto", key: str = "model.gener
     check_kv_cache(choice, key)
     if choice == "dynamic":
         return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    base = peft_base(model)
     supported = bool(getattr(type(base), "_can_compile_fullgraph", False))
     if choice == "static":
         if not supported:
@@ -337,8 +342,7 @@ def fit_static_cache(model) -> None:
     one (so that torch.compile need not recompile). Without compile, every batch after a long one then attends
     over the long one's length: the evaluation's batches come longest first, and one 5,542-token prompt among
     the 499 mutants made every later batch attend over 5,800 positions instead of about 700."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for m in (model, base):
+    for m in (model, peft_base(model)):
         vars(m).pop("_previous_max_cache_length", None)
 
 

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import peft_base
 
 _CKPT = re.compile(r"^step-(\d+)\.ckpt$")
 
@@ -116,7 +117,7 @@ def save_final(model, tokenizer, out_dir: Path, merge_lora: bool = False, save_d
                 model = model.merge_and_unload()
             if save_dtype:
                 model = model.to(resolve_dtype(save_dtype, "cpu"))
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = peft_base(model)
         base.config.use_cache = True
         model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)

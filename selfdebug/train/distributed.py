@@ -34,6 +34,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import fit_static_cache, kv_cache_implementation, peft_base
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +338,6 @@ def generate_kwargs(module, model) -> dict:
     (``selfdebug.core.models.kv_cache_implementation``; a static one is sized for this call's batch), and under
     sharded parameters, where every forward is a collective, ``synced_gpus`` to keep all ranks generating until
     the longest is done."""
-    from selfdebug.core.models import fit_static_cache, kv_cache_implementation
-
     kwargs = {"cache_implementation": kv_cache_implementation(model)}
     if kwargs["cache_implementation"] == "static":
         fit_static_cache(model)
@@ -376,7 +375,7 @@ def shard_modules(module, roots: Sequence[torch.nn.Module]) -> None:
     for root in roots:
         # PEFT: the transformer under the adapters is the root unit; generate() calls it directly, bypassing
         # the PeftModel wrapper, and FSDP2 gathers a unit's own weights only when that unit is called.
-        root = root.get_base_model() if hasattr(root, "get_base_model") else root
+        root = peft_base(root)
         if getattr(root, "_selfdebug_sharded", False):
             continue
         for block_type in _shard_classes(root):

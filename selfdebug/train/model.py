@@ -8,6 +8,7 @@ import re
 import torch
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import peft_base
 from selfdebug.core.prompts import END
 from selfdebug.train.settings import LoraSettings
 
@@ -53,7 +54,7 @@ def apply_lora(model, lora: LoraSettings):
 
 
 def enable_gradient_checkpointing(model) -> None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs (LoRA) without tricks
     if hasattr(base, "activation_checkpointing_enable"):
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import peft_base
 from selfdebug.generation.vllm import (
     check_engine_settings,
     engine_env,
@@ -107,7 +108,7 @@ class VLLMRolloutEngine:
         if sync == "adapter" and problem:
             raise ConfigError(f"{key}.sync=adapter: {problem}; set {key}.sync=auto or full")
         self.mode = "adapter" if sync != "full" and problem is None else "full"
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        base = peft_base(policy)
         if engine_dtype == "auto":
             # the policy's own dtype: the engine samples what the policy would sample
             engine_dtype = str(next(base.parameters()).dtype).removeprefix("torch.")

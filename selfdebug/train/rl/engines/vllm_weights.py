@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import peft_base
 
 # vLLM's LoRA kernels are built for these ranks (``vllm.config.lora.MaxLoRARanks``).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -45,7 +46,7 @@ def iter_policy_weights(model, merge_lora: bool = True) -> Iterator[tuple[str, A
     vLLM's ``load_weights`` reads). PEFT's name prefixes and LoRA tensors are left out. ``merge_lora``: a LoRA
     layer comes merged (``base + scale * B @ A``, made one layer at a time without changing the model);
     otherwise the frozen base weight as it is. The other tensors are the model's own (detached, not copied)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     lora_layers = {f"{name}.weight": module for name, module in base.named_modules()
                    if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight")}
     for name, tensor in base.state_dict(keep_vars=False).items():

@@ -245,6 +245,25 @@ def test_mbpp_mutants_are_deterministic_for_a_seed_and_all_fail(tmp_path):
     assert two_each[0].given_program == one[0].given_program  # the first failing draw is the same
 
 
+def test_training_split_mutants_only_as_an_in_distribution_diagnostic(tmp_path):
+    from selfdebug.core.errors import ConfigError
+    from selfdebug.evaluate.mutants import MutantSettings, cache_key, load_mbpp_mutants
+    from selfdebug.execution import Sandbox, SandboxConfig
+    from selfdebug.problems import load_mbpp
+
+    with pytest.raises(ConfigError, match="in_distribution=true"):
+        load_mbpp_mutants(split="train", limit=2, cache_dir=str(tmp_path))
+    train = load_mbpp_mutants(split="train", in_distribution=True, limit=3, cache_dir=str(tmp_path))
+    assert [p.task_id.split("/mutant")[0] for p in train] == ["MBPP/601", "MBPP/602", "MBPP/603"][:len(train)]
+    assert train and all(p.source == "mbpp_mutants" for p in train)
+    with Sandbox(timeout=5.0) as sandbox:
+        assert not any(v.passed for v in sandbox.run_batch([(p.given_program, p.tests) for p in train]))
+    # The flag unlocks the split; it does not change what is built, so held-out caches keep their names.
+    sources = load_mbpp(split="test")[:2]
+    assert (cache_key(MutantSettings(limit=2), sources, SandboxConfig())
+            == cache_key(MutantSettings(limit=2, in_distribution=True), sources, SandboxConfig()))
+
+
 def test_repair_benchmark_configs_compose():
     from hydra import compose, initialize_config_dir
 

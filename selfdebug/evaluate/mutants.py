@@ -45,10 +45,16 @@ class MutantSettings:
     candidates: int = 8
     operators: tuple[str, ...] | None = None
     limit: int | None = None
+    # True lets split=train through: a diagnostic of bugs like the training data's (does a model keep the repairs
+    # it was trained towards?), never a held-out score. It only unlocks the split, so it is not in the cache key.
+    in_distribution: bool = False
 
     def __post_init__(self) -> None:
-        if self.split not in HELD_OUT_SPLITS:
-            why = "training data comes from it" if self.split == "train" else "it is not a held-out split"
+        if self.split == "train" and self.in_distribution:
+            pass
+        elif self.split not in HELD_OUT_SPLITS:
+            why = ("training data comes from it (benchmark.loader.in_distribution=true measures repairs of "
+                   "training-like bugs, as a diagnostic)" if self.split == "train" else "it is not a held-out split")
             raise ConfigError(f"benchmark.loader.split = {self.split!r}: {why}; choose one of {HELD_OUT_SPLITS}"
                               if self.split in MBPP_SPLITS else
                               f"benchmark.loader.split = {self.split!r}; choose one of {HELD_OUT_SPLITS}")
@@ -68,11 +74,14 @@ class MutantSettings:
 def load_mbpp_mutants(path: str | None = None, hub_id: str | None = None, hub_config: str | None = None,
                       split: str = "test", seed: int = 0, per_problem: int = 1, candidates: int = 8,
                       operators: list[str] | None = None, limit: int | None = None, cache_dir: str | None = None,
-                      sandbox: dict | None = None) -> list[Problem]:
+                      sandbox: dict | None = None, in_distribution: bool = False) -> list[Problem]:
     """The mutant benchmark: read from the cache, or built (and cached) if these settings were never built."""
     settings = MutantSettings(split=split, seed=int(seed), per_problem=int(per_problem), candidates=int(candidates),
                               operators=None if operators is None else tuple(operators),
-                              limit=None if limit is None else int(limit))
+                              limit=None if limit is None else int(limit), in_distribution=bool(in_distribution))
+    if split == "train":
+        log.warning("mbpp_mutants: split=train is an in-distribution diagnostic (the tasks training data comes "
+                    "from), not a held-out benchmark")
     sandbox_config = SandboxConfig(**(sandbox or {}))
     sources = load_mbpp(path=path, split=split, sanitized=False, hub_id=hub_id, hub_config=hub_config)
     if settings.limit is not None:
@@ -95,7 +104,8 @@ def load_mbpp_mutants(path: str | None = None, hub_id: str | None = None, hub_co
 
 def cache_key(settings: MutantSettings, sources: list[Problem], sandbox_config: SandboxConfig) -> str:
     tasks = [[p.task_id, p.reference, p.tests.to_dict()] for p in sources]
-    blob = json.dumps({"version": BUILD_VERSION, "settings": asdict(settings), "tasks": tasks,
+    decides = {k: v for k, v in asdict(settings).items() if k != "in_distribution"}  # the split decides, not this
+    blob = json.dumps({"version": BUILD_VERSION, "settings": decides, "tasks": tasks,
                        "timeout": sandbox_config.timeout, "memory_mb": sandbox_config.memory_mb}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

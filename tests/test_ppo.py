@@ -382,6 +382,21 @@ def test_mixed_run_logs_dropped_items_and_per_format_rewards(tmp_path, caplog):
     assert all((r["explanation"] is None) == (r["mode"] == "refine") for r in sampled)
 
 
+def test_gradient_cosine_is_logged_from_the_second_step(tmp_path):
+    """``rl.gradient_cosine=true``: each step's first policy gradient is compared with the previous step's."""
+    dataset = write_dataset(tmp_path / "dataset", sourced_records())
+    run_rl([f"dataset.path={dataset}", "rl.gradient_cosine=true", "rl.batch_size=4", "rl.mini_batch_size=4",
+            "rl.micro_batch_size=4", "rl.generation_batch_size=4", "rl.ppo_epochs=2", "rl.max_new_tokens=8",
+            "rl.total_steps=3", "rl.table_every=0"], tmp_path / "run")
+    cosines = [row["ppo/gradient_cosine"] for row in metrics_rows(tmp_path / "run")]
+    assert len(cosines) == 3 and math.isnan(cosines[0])
+    assert all(-1.0 <= c <= 1.0 for c in cosines[1:]) and len(set(cosines[1:])) == 2
+    plain = run_rl([f"dataset.path={dataset}", "rl.batch_size=4", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
+                    "rl.generation_batch_size=4", "rl.max_new_tokens=8", "rl.total_steps=1", "rl.table_every=0"],
+                   tmp_path / "plain")
+    assert plain["finished"] and "ppo/gradient_cosine" not in metrics_rows(tmp_path / "plain")[0]
+
+
 @pytest.mark.slow  # the only fast-loop user of the toy policy, whose set-up takes about 15 s
 def test_leave_one_out_baseline_reaches_the_token_rewards(tmp_path, toy):
     """A real PPO step with two answers per wrong program and ``rl.reward_baseline=leave_one_out``: the rewards

@@ -112,3 +112,15 @@ def test_kl_controllers():
     clone = AdaptiveKLController(1.0, 6.0, 10000)
     clone.load_state_dict(adaptive.state_dict())
     assert clone.value == adaptive.value
+
+
+def test_gradient_cosine_by_hand():
+    from selfdebug.train.rl.ppo_math import gradient_cosine
+
+    a = [torch.tensor([[1.0, 0.0]]), torch.tensor([2.0])]
+    b = [torch.tensor([[1.0, 1.0]]), torch.tensor([0.0])]
+    assert gradient_cosine(a, b) == pytest.approx(1.0 / (5 ** 0.5 * 2 ** 0.5))  # dot 1, norms sqrt 5 and sqrt 2
+    assert gradient_cosine(a, [-t for t in a]) == pytest.approx(-1.0)
+    # Shards on two ranks: summing the parts first gives the cosine of the whole vectors.
+    assert gradient_cosine(a, b, all_reduce=lambda t: 2 * t) == pytest.approx(gradient_cosine(a, b))
+    assert math.isnan(gradient_cosine(a, [torch.zeros(1, 2), torch.zeros(1)]))

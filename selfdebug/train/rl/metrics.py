@@ -55,6 +55,8 @@ def step_metrics(rollouts: Rollouts, scored, kl, mask, rewards, values, returns,
         m[f"ppo/{key}"] = update.get(key, float("nan"))
     m["ppo/updates"], m["ppo/epochs"], m["ppo/early_stopped"] = update["updates"], update["epochs"], \
         update["early_stopped"]
+    if "gradient_cosine" in update:  # rl.gradient_cosine
+        m["ppo/gradient_cosine"] = update["gradient_cosine"]
     m["ppo/explained_variance"] = explained_variance(values, returns, mask)
     m["ppo/values_mean"] = float(masked_mean(values, mask))
     m["ppo/returns_mean"] = float(masked_mean(returns, mask))

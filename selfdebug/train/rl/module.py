@@ -60,6 +60,7 @@ from selfdebug.train.rl.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     gae,
+    gradient_cosine,
     kl_estimate,
     leave_one_out,
     masked_mean,
@@ -358,6 +359,8 @@ class PPOModule(pl.LightningModule):
                     totals = sum_across_ranks(torch.tensor(list(stats.values()), dtype=torch.float64,
                                                            device=self.device))
                     stats = dict(zip(stats, totals.tolist()))
+                if s.gradient_cosine and updates == 0:  # before clipping: the gradient as the rollouts give it
+                    stats["gradient_cosine"] = self.gradient_cosine_to_previous()
                 stats["grad_norm"] = clip_grad_norm(self, trainable_parameters(self), s.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -369,9 +372,24 @@ class PPOModule(pl.LightningModule):
                     break
             if early_stop:
                 break
+        cosine = sums.pop("gradient_cosine", None)  # measured once a step, not averaged over the updates
         out = {key: value / max(1, updates) for key, value in sums.items()}
+        if cosine is not None:
+            out["gradient_cosine"] = cosine
         out.update(updates=updates, epochs=epoch + 1, early_stopped=float(early_stop))
         return out
+
+    def gradient_cosine_to_previous(self) -> float:
+        """``rl.gradient_cosine``: the cosine between the policy's gradient now and at the previous step's first
+        update (NaN at the first step, and at the first after a resume), then keep this one. The value head is
+        left out: its gradient is the critic's, not the policy's."""
+        grads = [p.grad for p in self.policy.parameters() if p.requires_grad and p.grad is not None]
+        grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP2: this rank's shard
+        previous = getattr(self, "_previous_gradient", None)
+        self._previous_gradient = [g.detach().clone() for g in grads]
+        if previous is None or not grads:
+            return float("nan")
+        return gradient_cosine(previous, self._previous_gradient, all_reduce=across_ranks())
 
     # -------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

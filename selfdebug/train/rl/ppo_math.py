@@ -86,6 +86,20 @@ def leave_one_out(rewards: torch.Tensor, group: int) -> torch.Tensor:
     return (grouped - others).reshape(rewards.shape)
 
 
+def gradient_cosine(previous: list[torch.Tensor], current: list[torch.Tensor],
+                    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Cosine between two gradients given as matching lists of tensors (each rank's shard or replica; with
+    ``all_reduce`` the dot product and norms are summed over the ranks first). NaN when either is zero."""
+    sums = torch.zeros(3, dtype=torch.float64)
+    for a, b in zip(previous, current, strict=True):
+        a, b = a.double().flatten(), b.double().flatten()
+        sums += torch.stack([(a * b).sum(), (a * a).sum(), (b * b).sum()]).cpu()
+    if all_reduce is not None:
+        sums = all_reduce(sums)
+    dot, aa, bb = sums.tolist()
+    return dot / math.sqrt(aa * bb) if aa > 0 and bb > 0 else float("nan")
+
+
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from log-probs of the sampled tokens.
 

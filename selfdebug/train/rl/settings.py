@@ -71,6 +71,10 @@ class PPOSettings:
     mini_batch_size: int = 16  # rollouts per optimizer step
     micro_batch_size: int = 4  # rollouts per forward/backward (gradient accumulation inside a minibatch)
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; null: measure only
+    gradient_cosine: bool = False  # log ppo/gradient_cosine: the cosine between this step's first policy gradient
+    #                                and the previous step's (near 0: the step's gradient is mostly sampling noise;
+    #                                at a fixed policy, rl.lr ~ 0, it estimates the signal's share). Keeps a copy of
+    #                                the gradient, the size of the trainable weights: off by default
     # --- the PPO tricks
     gamma: float = 0.99  # discount (paper: 0.99)
     lam: float = 0.95  # GAE lambda (TRL's default; the paper's A_t = sum_k gamma^k delta_{t+k} is lam 1.0)

@@ -19,6 +19,7 @@ trainer=ddp trainer.accelerator=cpu trainer.devices=2``), checked against one pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -46,7 +47,7 @@ SFT = ["+exp=sft_quickstart", "logger=none", "progress=false", "trainer.enable_p
 # Offline PPO: the teacher's answers are the responses (no sampling), one minibatch of the whole batch per epoch.
 PPO = ["+exp=rl_quickstart", "progress=false", "trainer.enable_progress_bar=false", "rl.offline=true",
        "rl.total_steps=2", "rl.batch_size=8", "rl.mini_batch_size=8", "rl.micro_batch_size=2", "rl.ppo_epochs=2",
-       "rl.checkpoint_every=1", "rl.table_every=1"]
+       "rl.checkpoint_every=1", "rl.table_every=1", "rl.gradient_cosine=true"]
 
 
 def config(*overrides: str):
@@ -249,6 +250,9 @@ def test_ddp_sft_and_ppo_match_one_process(tmp_path, sft_data, ppo_data, tiny_ca
                     "ppo/value_loss", "ppo/approx_kl", "ppo/grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
     assert two[-1]["objective/kl_coef"] != two[0]["objective/kl_coef"]  # the adaptive controller moved
+    # the gradient cosine sums its parts over the ranks: the one-process figure (NaN at the first step)
+    assert math.isnan(two[0]["ppo/gradient_cosine"]) and math.isnan(one[0]["ppo/gradient_cosine"])
+    assert two[1]["ppo/gradient_cosine"] == pytest.approx(one[1]["ppo/gradient_cosine"], rel=1e-4)
     summary, single = (json.loads((d / "summary.json").read_text()) for d in (ppo_dir, ppo_one_process))
     assert summary["ranks"]["kl_coef"] == [single["kl_coef_final"]] * 2  # one coefficient, on both ranks
     assert summary["ranks"]["weights"][0] == summary["ranks"]["weights"][1]
@@ -290,6 +294,8 @@ def test_fsdp_runs_sft_and_ppo_on_cpu(tmp_path, sft_data, ppo_data, tiny_cache_d
                          weights(sft_dir / "model" / "model.safetensors"), atol=1e-4)
     summary = json.loads((ppo_dir / "summary.json").read_text())
     assert summary["finished"] and summary["strategy"] == "fsdp"
+    cosine = rows(ppo_dir)[1]["ppo/gradient_cosine"]  # from the ranks' shards, summed
+    assert -1.0 <= cosine <= 1.0
     assert len(set(summary["ranks"]["weights"])) == 1 and len(set(summary["ranks"]["kl_coef"])) == 1
     hidden = json.loads((ppo_dir / "model" / "config.json").read_text())["hidden_size"]
     assert torch.load(ppo_dir / "value_head.pt")["linear.weight"].shape == (1, hidden)  # gathered, not a shard

@@ -90,10 +90,11 @@ def gradient_cosine(previous: list[torch.Tensor], current: list[torch.Tensor],
                     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
     """Cosine between two gradients given as matching lists of tensors (each rank's shard or replica; with
     ``all_reduce`` the dot product and norms are summed over the ranks first). NaN when either is zero."""
-    sums = torch.zeros(3, dtype=torch.float64)
+    device = current[0].device if current else torch.device("cpu")  # the gradients' device: NCCL reduces there
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     for a, b in zip(previous, current, strict=True):
         a, b = a.double().flatten(), b.double().flatten()
-        sums += torch.stack([(a * b).sum(), (a * a).sum(), (b * b).sum()]).cpu()
+        sums += torch.stack([(a * b).sum(), (a * a).sum(), (b * b).sum()])
     if all_reduce is not None:
         sums = all_reduce(sums)
     dot, aa, bb = sums.tolist()

@@ -50,9 +50,7 @@ class MutantSettings:
     in_distribution: bool = False
 
     def __post_init__(self) -> None:
-        if self.split == "train" and self.in_distribution:
-            pass
-        elif self.split not in HELD_OUT_SPLITS:
+        if self.split not in HELD_OUT_SPLITS + (("train",) if self.in_distribution else ()):
             why = ("training data comes from it (benchmark.loader.in_distribution=true measures repairs of "
                    "training-like bugs, as a diagnostic)" if self.split == "train" else "it is not a held-out split")
             raise ConfigError(f"benchmark.loader.split = {self.split!r}: {why}; choose one of {HELD_OUT_SPLITS}"

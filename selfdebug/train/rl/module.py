@@ -321,6 +321,7 @@ class PPOModule(pl.LightningModule):
         lengths = rollouts.lengths
         sums: dict[str, float] = {}
         updates, early_stop = 0, False
+        cosine = None  # rl.gradient_cosine: measured once a step, at its first update
         # Data parallel: rl.mini_batch_size is global, each rank updates on its share of it; the ranks' orders
         # have the same shape, so every rank takes the same number of optimizer steps.
         _, world = rank_world(self)
@@ -360,7 +361,7 @@ class PPOModule(pl.LightningModule):
                                                            device=self.device))
                     stats = dict(zip(stats, totals.tolist()))
                 if s.gradient_cosine and updates == 0:  # before clipping: the gradient as the rollouts give it
-                    stats["gradient_cosine"] = self.gradient_cosine_to_previous()
+                    cosine = self.gradient_cosine_to_previous()
                 stats["grad_norm"] = clip_grad_norm(self, trainable_parameters(self), s.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -372,7 +373,6 @@ class PPOModule(pl.LightningModule):
                     break
             if early_stop:
                 break
-        cosine = sums.pop("gradient_cosine", None)  # measured once a step, not averaged over the updates
         out = {key: value / max(1, updates) for key, value in sums.items()}
         if cosine is not None:
             out["gradient_cosine"] = cosine

@@ -16,10 +16,13 @@ step's time runs from the end of the previous step to its own end, so loop overh
 ``--repeats`` times (default 3) in rotating order, and each step counts with its fastest time over the
 repeats: every peer does the very same steps, and a step slowed by another process on a shared machine
 does not decide the result.
+``--precision`` takes one Lightning precision or several, comma-separated (``32-true,bf16-mixed``): every peer
+then runs at each, in the same rotation (``plain`` under ``torch.autocast``, TRL with ``bf16=True``), and the
+line adds each precision's tokens/s and its speed-up over the first, side by side.
 Needs ``pip install -e ".[bench]"`` (TRL).
 
-    python benchmarks/sft_throughput.py [--model tiny|small] [--steps 10] [--batch-size 16]
-        [--micro-batch-size 4] [--threads 1] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/sft_throughput.py [--model tiny|mini|small] [--steps 10] [--batch-size 16]
+        [--micro-batch-size 4] [--threads 1] [--repeats 3] [--device cpu|cuda] [--precision 32-true]
 
 Prints one JSON line.
 """
@@ -69,11 +72,14 @@ def examples(n: int) -> list[Example]:
 
 
 def build_model(kind: str, tokenizer_source):
-    """``tiny``: the project's 3.8M-parameter test Llama; ``small``: a random 8-layer, 512-wide Llama (~30M)."""
+    """``tiny``: the project's 3.8M-parameter test Llama; ``mini``: the committed pretrained model (3.7M, its own
+    tokenizer); ``small``: a random 8-layer, 512-wide Llama (~30M)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from selfdebug.core.models import load_causal_lm
 
+    if kind == "mini":
+        return load_causal_lm("mini")
     tiny, tok = load_causal_lm("tiny")
     if kind == "tiny":
         return tiny, tok
@@ -94,7 +100,8 @@ def batch_tokens(micro: list[dict]) -> int:
 # Each peer returns the clock time at the end of every optimizer step and the step losses. A step's time is
 # the gap between its end and the previous step's end, so everything the loop does between steps counts.
 
-def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[list[float], list[float]]:
+def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str, precision: str
+             ) -> tuple[list[float], list[float]]:
     import pytorch_lightning as pl
 
     from selfdebug.train.sft.module import MetricsLog
@@ -115,7 +122,7 @@ def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[
     with tempfile.TemporaryDirectory() as tmp:
         run_logger = RunLogger(tmp, {}, wandb_enabled=False)  # metrics.jsonl every step, as in a real run
         trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=plan.total_steps,
-                             max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             precision=precision, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, use_distributed_sampler=False,
                              callbacks=[MetricsLog(run_logger), clock])
         trainer.fit(module, train_dataloaders=stream)
@@ -123,14 +130,17 @@ def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[
     return clock.ends, clock.losses
 
 
-def run_plain(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[list[float], list[float]]:
+def run_plain(model, stream: StepBatches, plan: BatchPlan, device: str, precision: str
+              ) -> tuple[list[float], list[float]]:
     model.to(device).train()
+    bf16 = precision.startswith("bf16")
     opt = make_optimizer(model, LR)
     sched = make_scheduler(opt, WARMUP_STEPS, plan.total_steps)
     ends, losses = [], []
     for micro in stream:
         micro = [{k: v.to(device) for k, v in mb.items()} for mb in micro]
-        loss, _, _ = accumulate(model, micro, lambda x: x.backward())
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss, _, _ = accumulate(model, micro, lambda x: x.backward())
         torch.nn.utils.clip_grad_norm_(trainable_parameters(model), MAX_GRAD_NORM)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -140,7 +150,8 @@ def run_plain(model, stream: StepBatches, plan: BatchPlan, device: str) -> tuple
     return ends, losses
 
 
-def run_trl(model, tokenizer, stream: StepBatches, plan: BatchPlan, device: str) -> tuple[list[float], list[float]]:
+def run_trl(model, tokenizer, stream: StepBatches, plan: BatchPlan, device: str, precision: str
+            ) -> tuple[list[float], list[float]]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -171,7 +182,7 @@ def run_trl(model, tokenizer, stream: StepBatches, plan: BatchPlan, device: str)
                          weight_decay=0.0, optim="adamw_torch", logging_steps=1, save_strategy="no", report_to="none",
                          use_cpu=device == "cpu", dataloader_num_workers=0, dataloader_pin_memory=False,
                          disable_tqdm=True, train_sampling_strategy="sequential", completion_only_loss=True,
-                         max_length=None, packing=False, seed=0)
+                         max_length=None, packing=False, seed=0, bf16=precision.startswith("bf16"))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                              processing_class=tokenizer, callbacks=[clock])
         trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
@@ -180,13 +191,13 @@ def run_trl(model, tokenizer, stream: StepBatches, plan: BatchPlan, device: str)
     return clock.ends, losses
 
 
-def run_peer(name: str, model, tokenizer, stream: StepBatches, plan: BatchPlan, args):
+def run_peer(name: str, model, tokenizer, stream: StepBatches, plan: BatchPlan, args, precision: str):
     if name == "ours":
-        return run_ours(model, stream, plan, args.device)
+        return run_ours(model, stream, plan, args.device, precision)
     if name == "plain":
-        return run_plain(model, stream, plan, args.device)
+        return run_plain(model, stream, plan, args.device, precision)
     try:
-        return run_trl(model, tokenizer, stream, plan, args.device)
+        return run_trl(model, tokenizer, stream, plan, args.device, precision)
     except ImportError as exc:  # TRL is the optional `bench` extra
         print(f"  trl: not installed ({exc}); pip install -e '.[bench]'", file=sys.stderr)
         return None, None
@@ -196,7 +207,7 @@ def run_peer(name: str, model, tokenizer, stream: StepBatches, plan: BatchPlan, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=("tiny", "small"), default="tiny")
+    ap.add_argument("--model", choices=("tiny", "mini", "small"), default="tiny")
     ap.add_argument("--steps", type=int, default=10, help="optimizer steps per run, warm-up included")
     ap.add_argument("--warmup", type=int, default=2, help="untimed first steps (at least 1)")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -204,8 +215,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every peer")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peers", default="ours,plain,trl")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="fp32 on either")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", default="32-true",
+                    help="Lightning precision(s), comma-separated: 32-true, bf16-mixed, or both to compare")
     args = ap.parse_args()
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or any(p not in ("32-true", "bf16-mixed") for p in precisions):
+        ap.error(f"--precision {args.precision!r}: give 32-true, bf16-mixed or both, comma-separated")
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -216,38 +232,52 @@ def main() -> None:
     toks, _ = tokenize_examples(examples(args.steps * args.batch_size), tokenizer, max_length=2048)
     stream = StepBatches(toks, plan, tokenizer.pad_token_id, seed=0)
     peers = args.peers.split(",")
+    runs = [(name, precision) for precision in precisions for name in peers]
     step_tokens = [batch_tokens(stream.batch(s)) for s in range(args.steps)]
     timed = range(max(1, args.warmup), args.steps)
-    fastest: dict[str, list[float]] = {}  # per peer, per timed step: the shortest time over the repeats
-    losses: dict[str, list[float]] = {}
+    fastest: dict[tuple[str, str], list[float]] = {}  # per run, per timed step: the shortest time over the repeats
+    losses: dict[tuple[str, str], list[float]] = {}
     for r in range(args.repeats):
-        for name in peers[r % len(peers):] + peers[: r % len(peers)]:
+        for name, precision in runs[r % len(runs):] + runs[: r % len(runs)]:
             model.load_state_dict(init)
             model.train()
             fresh = StepBatches(toks, plan, tokenizer.pad_token_id, seed=0)
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line only
-                ends, ls = run_peer(name, model, tokenizer, fresh, plan, args)
+                ends, ls = run_peer(name, model, tokenizer, fresh, plan, args, precision)
             if ends is None:
                 continue
             times = [ends[s] - ends[s - 1] for s in timed]
-            fastest[name] = [min(a, b) for a, b in zip(fastest.get(name, times), times)]
-            print(f"  {name}: {sum(step_tokens[s] for s in timed) / sum(times):,.0f} tokens/s (this run)",
-                  file=sys.stderr, flush=True)
-            losses[name] = ls
-    best = {name: sum(step_tokens[s] for s in timed) / sum(t) for name, t in fastest.items()}
+            key = (name, precision)
+            fastest[key] = [min(a, b) for a, b in zip(fastest.get(key, times), times)]
+            print(f"  {name} ({precision}): {sum(step_tokens[s] for s in timed) / sum(times):,.0f} tokens/s "
+                  "(this run)", file=sys.stderr, flush=True)
+            losses[key] = ls
+    rates = {key: sum(step_tokens[s] for s in timed) / sum(t) for key, t in fastest.items()}
+    first = precisions[0]
+    best = {name: v for (name, precision), v in rates.items() if precision == first}
+    first_losses = {name: v for (name, precision), v in losses.items() if precision == first}
     out = {"benchmark": "sft_throughput", "model": args.model, "parameters": sum(p.numel() for p in model.parameters()),
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "threads": args.threads,
-           "steps_timed": len(timed), "repeats": args.repeats,
+           "precision": first, "steps_timed": len(timed), "repeats": args.repeats,
            "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
            "tokens_per_step": round(sum(step_tokens) / args.steps),
            "tokens_per_s": {k: round(v, 1) for k, v in best.items()}}
     if "ours" in best and "plain" in best:
         out["ratio_vs_plain"] = round(best["ours"] / best["plain"], 3)
         # Same batches, same start: the losses agree to float rounding.
-        out["max_loss_diff_vs_plain"] = max(abs(a - b) for a, b in zip(losses["ours"], losses["plain"]))
+        out["max_loss_diff_vs_plain"] = max(abs(a - b) for a, b in zip(first_losses["ours"], first_losses["plain"]))
     if "ours" in best and "trl" in best:
         out["ratio_vs_trl"] = round(best["ours"] / best["trl"], 3)
-        out["first_loss"] = {k: round(v[0], 4) for k, v in losses.items() if v}
+        out["first_loss"] = {k: round(v[0], 4) for k, v in first_losses.items() if v}
+    if len(precisions) > 1:  # each precision beside the first: tokens/s, speed-up, how far its losses move
+        out["by_precision"] = {
+            precision: {"tokens_per_s": {n: round(v, 1) for (n, p), v in rates.items() if p == precision},
+                        "speedup_vs_" + first: {n: round(v / rates[n, first], 3) for (n, p), v in rates.items()
+                                                if p == precision and (n, first) in rates},
+                        "max_loss_diff_vs_" + first: {n: max(abs(a - b) for a, b in zip(v, losses[n, first]))
+                                                      for (n, p), v in losses.items()
+                                                      if p == precision and (n, first) in losses}}
+            for precision in precisions[1:]}
     out["targets"] = {"ratio_vs_plain": 0.95, "ratio_vs_trl": 1.0}
     out["met"] = out.get("ratio_vs_plain", 1) >= 0.95 and out.get("ratio_vs_trl", 1) >= 1.0
     print(json.dumps(out), flush=True)

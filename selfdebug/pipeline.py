@@ -118,6 +118,11 @@ def run(cfg: DictConfig) -> dict:
         init = [f"rl.sft_checkpoint={dirs['sft'] / 'model'}"] if cfg.sft.enabled else []
         _run_stage("rl", "selfdebug.train", dirs["rl"], common + [f"dataset.path={dataset}"] + init + extra("rl"))
     if cfg.evaluate.enabled:
+        # One verdict file for all the evaluations: the three models' round 0 (the same given wrong programs) is
+        # judged once, and every model is shown the same feedback for it. The evaluate overrides come after, so
+        # they can point sandbox.cache_path elsewhere.
+        verdicts = ([f"sandbox.cache_path={root / 'evaluate' / 'verdicts.sqlite'}"]
+                    if cfg.evaluate.shared_verdicts else [])
         for label in cfg.evaluate.models:
             if label == "base":
                 model = [f"model={model_name}"]
@@ -129,7 +134,7 @@ def run(cfg: DictConfig) -> dict:
                 run_dir = root / "evaluate" / label / (bench or "")
                 name = f"evaluate:{label}" + (f":{bench}" if bench else "")
                 _run_stage(name, "selfdebug.evaluate", run_dir,
-                           model + [f"label={label}", f"seed={cfg.seed}", *logger] + extra("evaluate")
+                           model + [f"label={label}", f"seed={cfg.seed}", *logger] + verdicts + extra("evaluate")
                            + bench_overrides)
     report = None
     if cfg.report:

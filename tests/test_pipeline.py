@@ -101,6 +101,16 @@ def test_pipeline_evaluates_base_sft_rl_on_two_benchmarks_and_reports_them_side_
             path = run_dir / "evaluate" / label / bench / "results.json"
             results[bench, label] = json.loads(path.read_text())
             assert results[bench, label]["benchmark"] == bench and results[bench, label]["start"] == "given"
+    # One verdict file for every evaluation: the given programs run once (for base, the first model; the mutants
+    # already while their benchmark is built), the later models read their verdicts, and all three see the same
+    # round-0 feedback.
+    assert (run_dir / "evaluate" / "verdicts.sqlite").is_file()
+    for bench in ("mbpp_mutants", "humanevalfix"):
+        assert all(results[bench, label]["sandbox"]["cache_hits"] >= 2 for label in ("sft", "rl"))
+        round0 = {label: [(r["task_id"], r["status"], r["feedback"]) for r in map(json.loads, (
+            run_dir / "evaluate" / label / bench / "samples.jsonl").read_text().splitlines()) if r["round"] == 0]
+            for label in ("base", "sft", "rl")}
+        assert len(round0["base"]) == 2 and round0["base"] == round0["sft"] == round0["rl"]
     # The trained models are evaluated with the base model config's chat format.
     sft_config = (run_dir / "evaluate" / "sft" / "humanevalfix" / ".hydra" / "config.yaml").read_text()
     assert "chat_format: template" in sft_config

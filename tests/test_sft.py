@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.train.app import run
-from selfdebug.train.model import check_target_modules
+from selfdebug.train.lifecycle import cpu_has_bf16, resolve_precision
+from selfdebug.train.model import check_target_modules, generation_context
 from selfdebug.train.sft.module import warmup_cosine
 from tests.conftest import REPO
 from tests.test_sft_data import write_sft_dataset
@@ -76,6 +77,32 @@ def test_lora_targets_must_exist(tiny_lm):
         check_target_modules(model, ["q_proj", "qkv_proj"])
 
 
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_it(monkeypatch, caplog):
+    import selfdebug.train.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert resolve_precision("bf16-mixed", "cpu") == "32-true"
+    assert "trainer.precision=bf16-mixed but this CPU has no native bf16" in caplog.text
+    assert resolve_precision("32-true", "cpu") == "32-true" and resolve_precision("16-mixed", "cpu") == "16-mixed"
+    monkeypatch.setattr(lifecycle, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_generation_inside_training_runs_in_fp32_on_the_cpu():
+    import pytorch_lightning as pl
+    import torch
+
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_progress_bar=False)
+    with trainer.precision_plugin.forward_context():
+        assert torch.is_autocast_enabled("cpu")  # the training step's products run in bf16
+        with generation_context(trainer):  # even inside the step's autocast
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+    with generation_context(trainer):
+        assert not torch.is_autocast_enabled("cpu")
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 def test_golden_losses_and_the_loss_falls(tmp_path, dataset, tiny_cache_dir, one_thread):
@@ -96,6 +123,23 @@ def test_golden_losses_and_the_loss_falls(tmp_path, dataset, tiny_cache_dir, one
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "summary.json").read_text())["final_loss"] == pytest.approx(losses[-1])
 
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+def test_bf16_mixed_on_the_cpu_tracks_the_fp32_losses(tmp_path, dataset, tiny_cache_dir, one_thread):
+    """The quickstart's SFT precision: bf16 products, fp32 weights. The losses follow the fp32 golden ones
+    closely but not exactly (so bf16 was in effect), and the saved model is fp32."""
+    run(config(*quiet(dataset, tiny_cache_dir), "sft.max_steps=5", "sft.eval_every=5",
+               "trainer.precision=bf16-mixed"), tmp_path)
+    losses = train_losses(tmp_path)
+    assert losses == pytest.approx(GOLDEN_LOSSES, rel=2e-3)
+    assert max(abs(a - b) for a, b in zip(losses, GOLDEN_LOSSES, strict=True)) > 2e-4
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as weights:
+        assert {str(weights.get_tensor(name).dtype) for name in weights.keys()} == {"torch.float32"}
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and all(s["step"] == 5 for s in samples)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("peft", ["none", "lora"])

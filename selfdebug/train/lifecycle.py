@@ -72,10 +72,24 @@ def container(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
-def resolve_precision(precision) -> str:
-    """bf16 where the device supports it: a bf16 request on a GPU without bf16 falls back to fp32."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it, slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision, accelerator: str = "auto") -> str:
+    """bf16 where the device computes it natively, else fp32 (32-true) with a warning: a GPU without bf16, or a
+    CPU run (``accelerator=cpu``, or no GPU) on a CPU without AVX512-BF16 / AMX."""
     precision = str(precision)
-    if precision.startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    if not precision.startswith("bf16"):
+        return precision
+    on_cpu = str(accelerator) == "cpu" or not torch.cuda.is_available()
+    if on_cpu and not cpu_has_bf16():
+        log.warning("trainer.precision=%s but this CPU has no native bf16 (AVX512-BF16 or AMX), where it runs "
+                    "slower than fp32; training in fp32 (32-true)", precision)
+        return "32-true"
+    if not on_cpu and not torch.cuda.is_bf16_supported():
         log.warning("trainer.precision=%s but this GPU has no bf16; training in fp32 (32-true)", precision)
         return "32-true"
     return precision
@@ -84,7 +98,7 @@ def resolve_precision(precision) -> str:
 def trainer_config(cfg: DictConfig) -> dict:
     """The ``trainer`` group as a dict with its precision resolved for this machine."""
     tcfg = container(cfg.trainer)
-    tcfg["precision"] = resolve_precision(tcfg.get("precision", "32-true"))
+    tcfg["precision"] = resolve_precision(tcfg.get("precision", "32-true"), tcfg.get("accelerator", "auto"))
     return tcfg
 
 

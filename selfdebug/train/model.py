@@ -1,5 +1,5 @@
 """The model being trained, as both stages prepare it: the weights' dtype, LoRA adapters, gradient
-checkpointing, and the token ids that end a generated answer."""
+checkpointing, the token ids that end a generated answer, and the precision it generates in."""
 
 from __future__ import annotations
 
@@ -87,3 +87,12 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     if len(end) == 1:
         ids.append(int(end[0]))
     return sorted(set(ids))
+
+
+def generation_context(trainer):
+    """The precision to generate in during training: the trainer's autocast on an accelerator, fp32 on the CPU,
+    where bf16 autocast makes token-by-token decoding slower (casts around small products) and fp32 is what
+    ``selfdebug.evaluate`` runs, so in-training repair rates match the evaluation's."""
+    if trainer.strategy.root_device.type == "cpu":
+        return torch.autocast("cpu", enabled=False)  # also inside an autocast region (a training step)
+    return trainer.precision_plugin.forward_context()

@@ -30,6 +30,7 @@ from selfdebug.core.answers import parse_answer, shown_program
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import END, assemble_program, refine_messages, render_chat
 from selfdebug.core.tracking import write_jsonl_atomic
+from selfdebug.train.model import generation_context
 from selfdebug.train.repair_settings import RepairEvalSettings
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class RepairEval(pl.Callback):
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
+            with torch.no_grad(), generation_context(trainer):
                 texts = self.generate(model, pl_module)
         finally:
             model.train(was_training)

@@ -41,7 +41,7 @@ from selfdebug.train.distributed import (
     shard_modules,
     sum_across_ranks,
 )
-from selfdebug.train.model import stop_token_ids
+from selfdebug.train.model import generation_context, stop_token_ids
 from selfdebug.train.optim import make_optimizer, trainable_parameters
 from selfdebug.train.sft.settings import SFTSettings
 
@@ -208,9 +208,11 @@ class HeldOutEval(pl.Callback):
         model = pl_module.model
         model.eval()
         try:
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                metrics = self._loss(model, pl_module.device)
-                rows = self._samples(model, pl_module.device, step, pl_module)
+            with torch.no_grad():
+                with trainer.precision_plugin.forward_context():
+                    metrics = self._loss(model, pl_module.device)
+                with generation_context(trainer):
+                    rows = self._samples(model, pl_module.device, step, pl_module)
         finally:
             model.train()
         if trainer.is_global_zero:

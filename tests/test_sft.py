@@ -78,7 +78,7 @@ def test_lora_targets_must_exist(tiny_lm):
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_without_it(monkeypatch, caplog):
-    import selfdebug.train.lifecycle as lifecycle
+    from selfdebug.train import lifecycle
 
     monkeypatch.setattr(lifecycle, "cpu_has_bf16", lambda: False)
     with caplog.at_level("WARNING"):

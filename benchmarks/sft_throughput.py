@@ -253,9 +253,9 @@ def main() -> None:
                   "(this run)", file=sys.stderr, flush=True)
             losses[key] = ls
     rates = {key: sum(step_tokens[s] for s in timed) / sum(t) for key, t in fastest.items()}
+    at = lambda table, precision: {n: v for (n, p), v in table.items() if p == precision}
     first = precisions[0]
-    best = {name: v for (name, precision), v in rates.items() if precision == first}
-    first_losses = {name: v for (name, precision), v in losses.items() if precision == first}
+    best, first_losses = at(rates, first), at(losses, first)
     out = {"benchmark": "sft_throughput", "model": args.model, "parameters": sum(p.numel() for p in model.parameters()),
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "threads": args.threads,
            "precision": first, "steps_timed": len(timed), "repeats": args.repeats,
@@ -269,15 +269,13 @@ def main() -> None:
     if "ours" in best and "trl" in best:
         out["ratio_vs_trl"] = round(best["ours"] / best["trl"], 3)
         out["first_loss"] = {k: round(v[0], 4) for k, v in first_losses.items() if v}
-    if len(precisions) > 1:  # each precision beside the first: tokens/s, speed-up, how far its losses move
-        out["by_precision"] = {
-            precision: {"tokens_per_s": {n: round(v, 1) for (n, p), v in rates.items() if p == precision},
-                        "speedup_vs_" + first: {n: round(v / rates[n, first], 3) for (n, p), v in rates.items()
-                                                if p == precision and (n, first) in rates},
-                        "max_loss_diff_vs_" + first: {n: max(abs(a - b) for a, b in zip(v, losses[n, first]))
-                                                      for (n, p), v in losses.items()
-                                                      if p == precision and (n, first) in losses}}
-            for precision in precisions[1:]}
+    for precision in precisions[1:]:  # each precision beside the first: tokens/s, speed-up, how far losses move
+        these, these_losses = at(rates, precision), at(losses, precision)
+        out.setdefault("by_precision", {})[precision] = {
+            "tokens_per_s": {n: round(v, 1) for n, v in these.items()},
+            "speedup_vs_" + first: {n: round(v / best[n], 3) for n, v in these.items() if n in best},
+            "max_loss_diff_vs_" + first: {n: max(abs(a - b) for a, b in zip(v, first_losses[n]))
+                                          for n, v in these_losses.items() if n in first_losses}}
     out["targets"] = {"ratio_vs_plain": 0.95, "ratio_vs_trl": 1.0}
     out["met"] = out.get("ratio_vs_plain", 1) >= 0.95 and out.get("ratio_vs_trl", 1) >= 1.0
     print(json.dumps(out), flush=True)

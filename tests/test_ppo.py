@@ -272,6 +272,10 @@ def test_settings_are_checked():
     with pytest.raises(ConfigError, match="rl.reward_baseline"):
         PPOSettings(reward_baseline="mean")
     assert PPOSettings(reward_baseline="leave_one_out", samples_per_prompt=4, batch_size=16).prompts_per_step == 4
+    for bad in (0, -3, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="rl.max_prompts"):
+            PPOSettings(max_prompts=bad)
+    assert PPOSettings(max_prompts=4).max_prompts == 4
     with pytest.raises(ConfigError, match="rl.bogus"):
         settings_from(PPOSettings, {"bogus": 1}, "rl")
 
@@ -351,6 +355,45 @@ def test_rl_items_keep_the_chosen_sources_with_references_and_count_the_rest(tin
     assert counts["wrong_programs"] == 9 and counts["rl_items"] == 6
     everything, counts = build_items(records, tok, "explain_refine", False, 4096)
     assert len(everything) == 9 and counts["rl_dropped_source"] == counts["rl_dropped_no_reference"] == {}
+
+
+def test_max_prompts_draws_whole_wrong_programs_seeded(tiny_lm):
+    from selfdebug.train.rl.data import build_items, draw_prompts
+
+    _, tok = tiny_lm
+    records = [("toy", r) for r in sourced_records()]
+    items, _ = build_items(records, tok, "explain_refine", False, 4096)
+    assert draw_prompts(items, None, 0) is items
+    drawn = draw_prompts(items, 3, seed=0)
+    assert len({it.wrong_id for it in drawn}) == 3 and drawn == [it for it in items if it in drawn]  # in order
+    assert [it.wrong_id for it in draw_prompts(items, 3, seed=0)] == [it.wrong_id for it in drawn]
+    assert any({it.wrong_id for it in draw_prompts(items, 3, seed=s)} != {it.wrong_id for it in drawn}
+               for s in range(1, 6))
+    with pytest.raises(ConfigError, match="rl.max_prompts = 10, but the RL data has 9 wrong programs"):
+        draw_prompts(items, 10, seed=0)
+    # offline, one item per collected answer: a drawn wrong program keeps all of its answers
+    twice = records + [("toy", {**r, "id": r["id"] + "-b", "explanation": r["explanation"] + " Again."})
+                       for _, r in records]
+    offline, _ = build_items(twice, tok, "explain_refine", True, 4096)
+    kept = draw_prompts(offline, 2, seed=1)
+    assert len(kept) == 4 and len({it.wrong_id for it in kept}) == 2
+
+
+def test_max_prompts_run_answers_the_same_programs_every_step(tmp_path):
+    """``rl.max_prompts=2`` with 2 answers each: a real PPO run of the tiny model answers the same two wrong
+    programs, both of them, at every step."""
+    dataset = write_dataset(tmp_path / "dataset", sourced_records())
+    summary = run_rl([f"dataset.path={dataset}", "rl.max_prompts=2", "rl.samples_per_prompt=2", "rl.batch_size=4",
+                      "rl.mini_batch_size=4", "rl.micro_batch_size=4", "rl.generation_batch_size=4",
+                      "rl.ppo_epochs=1", "rl.max_new_tokens=8", "rl.total_steps=3", "rl.table_every=1",
+                      "rl.table_rows=4"], tmp_path / "run")
+    assert summary["finished"] and summary["rl_items"] == 9 and summary["rl_items_drawn"] == 2
+    sampled = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    by_step = {}
+    for row in sampled:
+        by_step.setdefault(row["step"], []).append(row["wrong_id"])
+    assert sorted(by_step) == [1, 2, 3]
+    assert all(sorted(ids) == sorted(by_step[1]) and len(set(ids)) == 2 for ids in by_step.values())
 
 
 def test_mixed_run_logs_dropped_items_and_per_format_rewards(tmp_path, caplog):

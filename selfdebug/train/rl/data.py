@@ -113,6 +113,19 @@ def build_items(trajectories: list[tuple[str, dict]], tokenizer, mode: str, offl
                    "wrong_programs": wrong_programs, **dropped}
 
 
+def draw_prompts(items: list[RLItem], max_prompts: int | None, seed: int) -> list[RLItem]:
+    """The items of a seeded draw of ``max_prompts`` distinct wrong programs (None: all items), in their order.
+    Offline a wrong program can hold several items (one per collected answer): all of a drawn one's are kept."""
+    if max_prompts is None:
+        return items
+    wrong_ids = sorted({it.wrong_id for it in items})
+    if max_prompts > len(wrong_ids):
+        raise ConfigError(f"rl.max_prompts = {max_prompts}, but the RL data has {len(wrong_ids)} wrong programs "
+                          f"after the filters; lower rl.max_prompts or set it to null for all of them")
+    drawn = set(random.Random(f"rl-prompts-{seed}").sample(wrong_ids, max_prompts))
+    return [it for it in items if it.wrong_id in drawn]
+
+
 class PromptStream:
     """The training stream: item ``s`` holds the item indices of PPO step ``s``.
 

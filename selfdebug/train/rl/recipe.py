@@ -34,7 +34,7 @@ from selfdebug.train.data import load_records
 from selfdebug.train.distributed import check_divisible, check_launch, summed_over_ranks
 from selfdebug.train.model import check_target_modules, count_trainable, prepare_for_training, weights_dtype
 from selfdebug.train.repair_eval import make_repair_eval
-from selfdebug.train.rl.data import PromptStream, build_items, check_has_wrong_solutions
+from selfdebug.train.rl.data import PromptStream, build_items, check_has_wrong_solutions, draw_prompts
 from selfdebug.train.rl.engines.vllm import check_rollout_world
 from selfdebug.train.rl.metrics import final_figures
 from selfdebug.train.rl.module import PPOCheckpoint, PPOModule
@@ -194,6 +194,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("RL data: %d of %d wrong programs become prompts (%s; %d over rl.max_prompt_length); formats %s",
              len({it.wrong_id for it in items}), counts["wrong_programs"], dropped_text(counts),
              counts["rl_prompts_too_long"], counts["rl_items_by_mode"])
+    if settings.max_prompts is not None:
+        items = draw_prompts(items, settings.max_prompts, run.seed)
+        counts["rl_items_drawn"] = len(items)
+        log.info("RL data: rl.max_prompts = %d: a seeded draw of %d wrong programs (%d prompts) is trained on",
+                 settings.max_prompts, settings.max_prompts, len(items))
     if lora.enabled:
         check_target_modules(policy, lora.target_modules)
     policy = prepare_for_training(policy, lora, settings.gradient_checkpointing)

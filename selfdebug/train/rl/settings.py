@@ -45,6 +45,10 @@ class PPOSettings:
     sft_checkpoint: str | None = MISSING  # required: the SFT model's folder (<sft run>/model) to start from and
     #                                       to stay near; null: start from model.name_or_path
     max_prompt_length: int = 1536  # prompts longer than this are left out (counted)
+    max_prompts: int | None = None  # keep a seeded draw of this many wrong programs as the prompts (after the
+    #                                 filters above); with rl.batch_size = max_prompts x rl.samples_per_prompt
+    #                                 every step answers all of them: the check that PPO climbs its reward on
+    #                                 programs it sees before a long run is trusted. null: every wrong program
     # --- rollouts
     batch_size: int = 64  # rollouts per PPO step (paper: 64)
     samples_per_prompt: int = 1  # responses per wrong program in a step
@@ -123,6 +127,10 @@ class PPOSettings:
         for key in ("checkpoint_every", "table_every", "table_rows"):
             if int(getattr(self, key)) < 0:
                 raise ConfigError(f"rl.{key} = {getattr(self, key)!r}; it must be >= 0")
+        if self.max_prompts is not None and (isinstance(self.max_prompts, bool) or not isinstance(self.max_prompts, int)
+                                             or self.max_prompts < 1):
+            raise ConfigError(f"rl.max_prompts = {self.max_prompts!r}; it must be an integer >= 1, or null for every "
+                              "wrong program")
         if self.stop_after is not None and int(self.stop_after) < 1:
             raise ConfigError(f"rl.stop_after = {self.stop_after}; it must be >= 1 or null")
         if self.mode not in RL_MODES:

@@ -122,8 +122,8 @@ def run_ours(model, stream: StepBatches, plan: BatchPlan, device: str, precision
     with tempfile.TemporaryDirectory() as tmp:
         run_logger = RunLogger(tmp, {}, wandb_enabled=False)  # metrics.jsonl every step, as in a real run
         trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=plan.total_steps,
-                             precision=precision, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, use_distributed_sampler=False,
+                             precision=precision, max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
                              callbacks=[MetricsLog(run_logger), clock])
         trainer.fit(module, train_dataloaders=stream)
         run_logger.finish()

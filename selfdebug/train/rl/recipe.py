@@ -197,8 +197,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if settings.max_prompts is not None:
         items = draw_prompts(items, settings.max_prompts, run.seed)
         counts["rl_items_drawn"] = len(items)
-        log.info("RL data: rl.max_prompts = %d: a seeded draw of %d wrong programs (%d prompts) is trained on",
-                 settings.max_prompts, settings.max_prompts, len(items))
+        log.info("RL data: rl.max_prompts = %d: trained on a seeded draw of that many wrong programs (%d prompts)",
+                 settings.max_prompts, len(items))
     if lora.enabled:
         check_target_modules(policy, lora.target_modules)
     policy = prepare_for_training(policy, lora, settings.gradient_checkpointing)

@@ -119,18 +119,18 @@ class PPOSettings:
         self.betas = tuple(float(b) for b in self.betas)
         ints_pos = ("batch_size", "samples_per_prompt", "generation_batch_size", "max_new_tokens", "total_steps",
                     "ppo_epochs", "mini_batch_size", "micro_batch_size", "max_prompt_length", "keep_checkpoints",
-                    "kl_horizon", "summary_window")
+                    "kl_horizon", "summary_window", "max_prompts")
+        optional = {"max_prompts": "every wrong program"}  # null allowed, meaning this
         for key in ints_pos:
             value = getattr(self, key)
+            if value is None and key in optional:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"rl.{key} = {value!r}; it must be an integer >= 1")
+                also = f", or null for {optional[key]}" if key in optional else ""
+                raise ConfigError(f"rl.{key} = {value!r}; it must be an integer >= 1{also}")
         for key in ("checkpoint_every", "table_every", "table_rows"):
             if int(getattr(self, key)) < 0:
                 raise ConfigError(f"rl.{key} = {getattr(self, key)!r}; it must be >= 0")
-        if self.max_prompts is not None and (isinstance(self.max_prompts, bool) or not isinstance(self.max_prompts, int)
-                                             or self.max_prompts < 1):
-            raise ConfigError(f"rl.max_prompts = {self.max_prompts!r}; it must be an integer >= 1, or null for every "
-                              "wrong program")
         if self.stop_after is not None and int(self.stop_after) < 1:
             raise ConfigError(f"rl.stop_after = {self.stop_after}; it must be >= 1 or null")
         if self.mode not in RL_MODES:

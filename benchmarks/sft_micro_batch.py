@@ -97,10 +97,9 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
 
+    from selfdebug.core.errors import ConfigError, DataError
     from selfdebug.train.data import StepBatches, plan_batches
     from selfdebug.train.sft.module import accumulate
-
-    from selfdebug.core.errors import ConfigError, DataError
 
     cfg = sft_config(args.dataset.resolve(), args.extra)
     try:

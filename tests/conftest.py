@@ -16,6 +16,12 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# Under `pytest -n N` (pytest-xdist), N workers share the cores: each worker, and every entry point a test
+# starts, gets one torch thread, so two busy OpenMP pools never spin against each other on two cores.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 # --- CPU threads -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")

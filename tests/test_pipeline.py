@@ -32,6 +32,7 @@ SMALL = ["+exp=quickstart", "model=tiny", "wandb=false",
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two whole pipeline runs: 148 s beside another xdist worker here, 2-3x that on slow CPUs
 def test_pipeline_killed_during_rl_resumes_without_redoing_collection_or_sft(tmp_path):
     run_dir = tmp_path / "pipe"
     cmd = [sys.executable, "-m", "selfdebug.pipeline", f"hydra.run.dir={run_dir}", *SMALL]

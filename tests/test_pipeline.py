@@ -52,7 +52,7 @@ def test_pipeline_killed_during_rl_resumes_without_redoing_collection_or_sft(tmp
     stamps = {p: p.stat().st_mtime_ns for p in [run_dir / "collect" / "dataset" / "stats.json",
                                                run_dir / "sft" / "model" / "selfdebug_sft.json"]}
 
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1200)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1200, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "collect: complete output found" in done.stdout and "sft: complete output found" in done.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # not redone

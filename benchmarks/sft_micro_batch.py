@@ -13,11 +13,15 @@ its steps, evenly spaced over the run, at each size. The optimizer step is left 
 the cut. Each step counts with its best time over ``--repeats`` (sizes rotate), so another job on a shared
 machine does not decide the result. The step losses must agree across sizes; the line says whether they do.
 
-    python benchmarks/sft_micro_batch.py [--dataset outputs/pipeline/quickstart-mini-seed0/collect/dataset]
-        [--sizes 8,4,2,1] [--steps 10] [--threads 2] [--repeats 3] [--precision 32-true|bf16-mixed]
+``--attn sdpa,eager`` also crosses the sizes with transformers' attention kernels (``model.attn_implementation``),
+switched on the one model between timings; the rows are then ``kernel/size``.
 
-Prints one JSON line: per size the summed step time, non-pad tokens/s, the share of padded positions, and
-the speed-up over the first size.
+    python benchmarks/sft_micro_batch.py [--dataset outputs/pipeline/quickstart-mini-seed0/collect/dataset]
+        [--sizes 8,4,2,1] [--attn sdpa,eager] [--steps 10] [--threads 2] [--repeats 3]
+        [--precision 32-true|bf16-mixed]
+
+Prints one JSON line: per size (or kernel/size) the summed step time, non-pad tokens/s, the share of padded
+positions, and the speed-up over the first one.
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
+    ap.add_argument("--attn", default=None,
+                    help="attention implementations to cross with the sizes, comma-separated (e.g. sdpa,eager); "
+                         "default: the model's own")
     ap.add_argument("extra", nargs="*", help="more pipeline overrides, e.g. sft.batch_size=32")
     args = ap.parse_args()
     try:
@@ -117,33 +124,44 @@ def main() -> None:
                for s in sizes}
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16-mixed" \
         else contextlib.nullcontext
+    attns = args.attn.split(",") if args.attn else [None]
+    variants = [(a, s) for a in attns for s in sizes]  # (attention implementation, micro-batch size)
+
+    def key(variant) -> str:
+        return str(variant[1]) if variant[0] is None else f"{variant[0]}/{variant[1]}"
+
     model.train()
-    best = {s: [float("inf")] * len(steps) for s in sizes}
+    best = {v: [float("inf")] * len(steps) for v in variants}
     losses, pads, tokens_done = {}, {}, {}
     for _ in range(args.repeats):
-        for s in sizes:
+        for v in variants:
+            if v[0] is not None:
+                try:
+                    model.set_attn_implementation(v[0])
+                except (ValueError, ImportError) as err:
+                    sys.exit(f"--attn {v[0]}: {err}")
             for j, step in enumerate(steps):
-                batch = streams[s].batch(step)
+                batch = streams[v[1]].batch(step)
                 started = time.perf_counter()
                 with autocast():
                     loss, _, n_tokens = accumulate(model, batch, lambda x: x.backward())
-                best[s][j] = min(best[s][j], time.perf_counter() - started)
+                best[v][j] = min(best[v][j], time.perf_counter() - started)
                 model.zero_grad(set_to_none=True)
-                losses[(s, step)], tokens_done[(s, step)] = loss, n_tokens
-                pads[(s, step)] = padded_share(batch)
+                losses[(v, step)], tokens_done[(v, step)] = loss, n_tokens
+                pads[(v, step)] = padded_share(batch)
     rows = {}
-    for s in sizes:
-        seconds = sum(best[s])
-        pad, positions = (sum(pads[(s, t)][i] for t in steps) for i in (0, 1))
-        rows[str(s)] = {"seconds": round(seconds, 2), "tokens_per_s": round(sum(tokens_done[(s, t)]
+    for v in variants:
+        seconds = sum(best[v])
+        pad, positions = (sum(pads[(v, t)][i] for t in steps) for i in (0, 1))
+        rows[key(v)] = {"seconds": round(seconds, 2), "tokens_per_s": round(sum(tokens_done[(v, t)]
                                                                                  for t in steps) / seconds),
                         "padded_share": round(pad / positions, 3),
-                        "speedup": round(sum(best[sizes[0]]) / seconds, 2)}
-    drift = max(abs(losses[(s, t)] - losses[(sizes[0], t)]) for s in sizes for t in steps)
+                        "speedup": round(sum(best[variants[0]]) / seconds, 2)}
+    drift = max(abs(losses[(v, t)] - losses[(variants[0], t)]) for v in variants for t in steps)
     print(json.dumps({"benchmark": "sft_micro_batch", "dataset": str(args.dataset), "model":
                       Path(str(model.config.name_or_path or "")).name, "precision": args.precision, "threads": args.threads,
                       "batch_size": settings.batch_size, "examples": len(tokens), "timed_steps": steps,
-                      "sizes": rows, "max_loss_difference": float(f"{drift:.2e}"),
+                      "attn": args.attn, "sizes": rows, "max_loss_difference": float(f"{drift:.2e}"),
                       "same_losses": drift < 1e-4}))
 
 

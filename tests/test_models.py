@@ -54,6 +54,25 @@ def test_reload_gives_same_logits(tmp_path, tiny_lm, tiny_model_dir):
     assert 100_000 < count_parameters(model) < 5_000_000
 
 
+def test_the_attention_kernel_is_a_load_option_with_the_same_numbers(tiny_cache_dir, tiny_lm):
+    """``model.attn_implementation`` picks transformers' kernel; in fp32 eager attention and the default
+    (sdpa) give the same logits on a left-padded batch, so the choice is one of speed only."""
+    default, tok = tiny_lm
+    eager, _ = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir, attn_implementation="eager")
+    assert eager.config._attn_implementation == "eager" != default.config._attn_implementation
+    enc = tok(["def add(a, b):\n    return a + b\n", "x = 1\n"], return_tensors="pt", padding=True)
+    assert not enc["attention_mask"].all()  # one row is padded
+    with torch.no_grad():
+        a, b = default(**enc).logits, eager(**enc).logits
+    real = enc["attention_mask"].bool()
+    assert torch.allclose(a[real], b[real], atol=1e-5)
+
+
+def test_an_unknown_attention_kernel_names_the_key(tiny_cache_dir):
+    with pytest.raises(ConfigError, match=r"model\.attn_implementation = 'fastest': .*not supported"):
+        load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir, attn_implementation="fastest")
+
+
 def test_load_tiny_uses_cache(tiny_cache_dir, tiny_model_dir):
     before = (tiny_model_dir / "model.safetensors").stat().st_mtime_ns
     model, _ = load_causal_lm("tiny", tiny_cache_dir=tiny_cache_dir)
@@ -149,3 +168,18 @@ def test_generator_renders_starchat_turns_for_a_base_preset(tiny_cache_dir, tiny
         generator = hydra.utils.instantiate(gen_cfg)
         assert generator.render(msgs) == expected, option
         generator.close()
+
+
+def test_the_generator_takes_the_attention_kernel_from_the_model_config(tiny_cache_dir, tiny_model_dir):
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    import selfdebug.core.cli  # noqa: F401 - registers the sanitize resolver
+    from selfdebug.core.cli import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["model=tiny", "model.attn_implementation=eager",
+                                             f"model.generator.tiny_cache_dir={tiny_cache_dir}", "progress=false"])
+    generator = hydra.utils.instantiate(cfg.model.generator)
+    assert generator.model.config._attn_implementation == "eager"
+    generator.close()

@@ -125,6 +125,19 @@ def test_golden_losses_and_the_loss_falls(tmp_path, dataset, tiny_cache_dir, one
 
 
 
+def test_eager_attention_trains_to_the_same_losses(tmp_path, dataset, tiny_cache_dir, one_thread, caplog):
+    """``model.attn_implementation=eager`` (the quickstart's SFT) reaches the training model, and in fp32 it
+    gives the golden losses of the default kernel."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="selfdebug.train"):
+        run(config(*quiet(dataset, tiny_cache_dir), "sft.max_steps=5", "sft.eval_every=0",
+                   "model.attn_implementation=eager"), tmp_path)
+    assert any(r.getMessage().startswith("SFT: ") and r.getMessage().endswith("; eager attention")
+               for r in caplog.records)
+    assert train_losses(tmp_path) == pytest.approx(GOLDEN_LOSSES, abs=2e-4)
+
+
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 def test_bf16_mixed_on_the_cpu_tracks_the_fp32_losses(tmp_path, dataset, tiny_cache_dir, one_thread):
     """The quickstart's SFT precision: bf16 products, fp32 weights. The losses follow the fp32 golden ones
@@ -252,7 +265,7 @@ def _empty_dataset(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing_field", "empty_dataset", "lora_target", "batch_size"])
+@pytest.mark.parametrize("case", ["missing_field", "empty_dataset", "lora_target", "batch_size", "attention"])
 def test_bad_input_stops_before_training(tmp_path, dataset, tiny_cache_dir, case):
     run_dir = tmp_path / "run"
     base = ["+exp=sft_quickstart", "logger=none", f"model.generator.tiny_cache_dir={tiny_cache_dir}"]
@@ -265,6 +278,9 @@ def test_bad_input_stops_before_training(tmp_path, dataset, tiny_cache_dir, case
     elif case == "lora_target":
         proc = train(run_dir, *base, f"dataset.path={dataset}", "peft=lora", "peft.target_modules=[q_proj,attn_out]")
         pattern = r"error: peft.target_modules: \['attn_out'\] match no module"
+    elif case == "attention":
+        proc = train(run_dir, *base, f"dataset.path={dataset}", "model.attn_implementation=fastest")
+        pattern = r"error: model.attn_implementation = 'fastest': .*not supported"
     else:
         proc = train(run_dir, *base, f"dataset.path={dataset}", "sft.batch_size=10", "sft.micro_batch_size=4")
         pattern = r"error: sft.batch_size = 10 is not divisible by sft.micro_batch_size = 4"

@@ -354,8 +354,12 @@ def _dtype_kwarg() -> str:
 
 
 def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu",
-                   tiny_cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False):
+                   tiny_cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False,
+                   attn_implementation: str | None = None):
     """Load ``(model, tokenizer)`` in eval mode on ``device``; the tokenizer pads on the left.
+
+    ``attn_implementation`` (``model.attn_implementation``): transformers' attention kernel, e.g. ``eager``,
+    ``sdpa`` or ``flash_attention_2``; None keeps transformers' choice. Checkpoints do not record it.
 
     ``"tiny"``: the tiny test model, built once and cached under ``tiny_cache_dir``
     (default ``~/.cache/selfdebug``). ``"mini"``: the committed pretrained small model (``ensure_mini``).
@@ -381,21 +385,21 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
             path = name
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    attention = {} if attn_implementation is None else {"attn_implementation": str(attn_implementation)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=trust_remote_code, **{_dtype_kwarg(): torch_dtype}
+            path, trust_remote_code=trust_remote_code, **{_dtype_kwarg(): torch_dtype}, **attention
         )
-    except (OSError, ValueError, KeyError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        hint = ("set HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it, or download it first with "
-                "`huggingface-cli download` and point model.name_or_path at the local copy")
-        if os.path.isdir(path):
-            hint = "check that the directory holds a model saved with save_pretrained (config.json, weights, tokenizer)"
-        raise ConfigError(
-            f"model.name_or_path: could not load {name!r}"
-            f"{' (offline mode is on)' if offline else ''}: {type(exc).__name__}: {str(exc).rstrip('.')}. Hint: {hint}"
-        ) from exc
+    except (ImportError, ValueError) as exc:
+        if attention and ("attn" in str(exc).lower() or "attention" in str(exc).lower()):
+            raise ConfigError(f"model.attn_implementation = {attn_implementation!r}: {str(exc).rstrip('.')} "
+                              "(null keeps transformers' default)") from exc
+        if isinstance(exc, ImportError):
+            raise
+        raise _load_error(name, path, exc) from exc
+    except (OSError, KeyError) as exc:
+        raise _load_error(name, path, exc) from exc
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -405,6 +409,19 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _load_error(name: str, path: str, exc: Exception) -> ConfigError:
+    """The error for a checkpoint that does not load, with what to do about it."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    hint = ("set HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it, or download it first with "
+            "`huggingface-cli download` and point model.name_or_path at the local copy")
+    if os.path.isdir(path):
+        hint = "check that the directory holds a model saved with save_pretrained (config.json, weights, tokenizer)"
+    return ConfigError(
+        f"model.name_or_path: could not load {name!r}"
+        f"{' (offline mode is on)' if offline else ''}: {type(exc).__name__}: {str(exc).rstrip('.')}. Hint: {hint}"
+    )
 
 
 def count_parameters(model) -> int:

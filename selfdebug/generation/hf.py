@@ -21,7 +21,7 @@ class HFGenerator(Generator):
     def __init__(self, model_name_or_path: str, *, batch_size: int = 8, dtype: Any = "auto",
                  device: str = "cpu", tiny_cache_dir: str | None = None, stop: Sequence[str] = ("<|end|>",),
                  show_progress: bool = True, trust_remote_code: bool = False, chat_format: str = "template",
-                 cache_implementation: str = "auto"):
+                 cache_implementation: str = "auto", attn_implementation: str | None = None):
         from selfdebug.core.models import check_kv_cache, kv_cache_implementation, load_causal_lm
         from selfdebug.core.prompts import apply_chat_format, check_chat_format
 
@@ -35,7 +35,7 @@ class HFGenerator(Generator):
         check_kv_cache(cache_implementation)  # before the weights load
         self.model, self.tokenizer = load_causal_lm(
             model_name_or_path, dtype=dtype, device=device, tiny_cache_dir=tiny_cache_dir,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
         )
         apply_chat_format(self.tokenizer, chat_format, "model.chat_format")
         self.device = next(self.model.parameters()).device

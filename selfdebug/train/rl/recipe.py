@@ -87,10 +87,11 @@ def load_policy(source: str, dtype, cfg: DictConfig):
     first, so that disabling the RL adapters gives back the SFT model (the reference policy)."""
     tiny_cache = OmegaConf.select(cfg, "model.generator.tiny_cache_dir")
     remote = bool(cfg.get("trust_remote_code", False))
+    attention = OmegaConf.select(cfg, "model.attn_implementation")
     adapter = Path(source) / "adapter_config.json"
     if not adapter.is_file():
         model, tokenizer = load_causal_lm(source, dtype=dtype, device="cpu", tiny_cache_dir=tiny_cache,
-                                          trust_remote_code=remote)
+                                          trust_remote_code=remote, attn_implementation=attention)
         return model, tokenizer, False
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -99,7 +100,7 @@ def load_policy(source: str, dtype, cfg: DictConfig):
     if not base_name:
         raise ConfigError(f"rl.sft_checkpoint: {adapter} names no base_model_name_or_path")
     base, _ = load_causal_lm(base_name, dtype=dtype, device="cpu", tiny_cache_dir=tiny_cache,
-                             trust_remote_code=remote)
+                             trust_remote_code=remote, attn_implementation=attention)
     model = PeftModel.from_pretrained(base, source).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
     if tokenizer.pad_token is None:

@@ -78,7 +78,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     model, tokenizer = load_causal_lm(
         cfg.model.name_or_path, dtype=weights_dtype(settings.dtype, lora.enabled, str(cfg.trainer.accelerator)),
         device="cpu", tiny_cache_dir=OmegaConf.select(cfg, "model.generator.tiny_cache_dir"),
-        trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+        trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+        attn_implementation=OmegaConf.select(cfg, "model.attn_implementation"))
     apply_chat_format(tokenizer, OmegaConf.select(cfg, "model.chat_format", default="template"))  # before rendering
     if lora.enabled:
         check_target_modules(model, lora.target_modules)
@@ -104,9 +105,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     kinds = Counter(x.kind for x in train_tok)
     n_trainable = count_trainable(model)
     log.info("SFT: %d training examples %s (%d over dataset.max_length dropped), %d held out; %d steps of %d "
-             "examples (%d rank(s) x %d x %d micro-batches); %s trainable parameters", len(train_tok), dict(kinds),
-             dropped, len(heldout_tok), plan.total_steps, plan.batch_size, world, accumulation,
-             plan.micro_batch_size, f"{n_trainable:,}")
+             "examples (%d rank(s) x %d x %d micro-batches); %s trainable parameters; %s attention", len(train_tok),
+             dict(kinds), dropped, len(heldout_tok), plan.total_steps, plan.batch_size, world, accumulation,
+             plan.micro_batch_size, f"{n_trainable:,}", model.config._attn_implementation)
     stream = StepBatches(train_tok, plan, tokenizer.pad_token_id, seed=run.seed, rank=trainer.global_rank,
                          world=world)
     module = SFTModule(model, settings, plan.total_steps, plan.steps_per_epoch,

@@ -391,15 +391,22 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
         model = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, **{_dtype_kwarg(): torch_dtype}, **attention
         )
-    except (ImportError, ValueError) as exc:
-        if attention and ("attn" in str(exc).lower() or "attention" in str(exc).lower()):
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        about_attention = "attn" in str(exc).lower() or "attention" in str(exc).lower()
+        if attention and isinstance(exc, (ImportError, ValueError)) and about_attention:
             raise ConfigError(f"model.attn_implementation = {attn_implementation!r}: {str(exc).rstrip('.')} "
                               "(null keeps transformers' default)") from exc
         if isinstance(exc, ImportError):
             raise
-        raise _load_error(name, path, exc) from exc
-    except (OSError, KeyError) as exc:
-        raise _load_error(name, path, exc) from exc
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hint = ("set HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it, or download it first with "
+                "`huggingface-cli download` and point model.name_or_path at the local copy")
+        if os.path.isdir(path):
+            hint = "check that the directory holds a model saved with save_pretrained (config.json, weights, tokenizer)"
+        raise ConfigError(
+            f"model.name_or_path: could not load {name!r}"
+            f"{' (offline mode is on)' if offline else ''}: {type(exc).__name__}: {str(exc).rstrip('.')}. Hint: {hint}"
+        ) from exc
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -409,19 +416,6 @@ def load_causal_lm(name_or_path: str, *, dtype: Any = "auto", device: str = "cpu
     model.to(device)
     model.eval()
     return model, tokenizer
-
-
-def _load_error(name: str, path: str, exc: Exception) -> ConfigError:
-    """The error for a checkpoint that does not load, with what to do about it."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    hint = ("set HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it, or download it first with "
-            "`huggingface-cli download` and point model.name_or_path at the local copy")
-    if os.path.isdir(path):
-        hint = "check that the directory holds a model saved with save_pretrained (config.json, weights, tokenizer)"
-    return ConfigError(
-        f"model.name_or_path: could not load {name!r}"
-        f"{' (offline mode is on)' if offline else ''}: {type(exc).__name__}: {str(exc).rstrip('.')}. Hint: {hint}"
-    )
 
 
 def count_parameters(model) -> int:

@@ -75,6 +75,22 @@ def test_the_correct_edit_scores_100_and_a_wrong_one_0(tiny_lm, form):
         assert nothing["pass@1"] == 0.0 and nothing["applied"] == 0.0
 
 
+def test_answers_run_under_each_problem_time_limit(tiny_lm):
+    """A right fix that sleeps 1.5 s times out under a 0.5 s floor (these references take milliseconds) and
+    passes under the flat sandbox timeout."""
+    _, tokenizer = tiny_lm
+    with Sandbox(timeout=5.0) as sandbox:
+        scaled, _ = build_repair_set(RepairEvalSettings(limit=3, min_timeout=0.5), tokenizer, "full", sandbox)
+        flat, _ = build_repair_set(RepairEvalSettings(limit=3, timeout_factor=None), tokenizer, "full", sandbox)
+        assert scaled and all(0.5 <= it.time_limit < 1.5 for it in scaled), [it.time_limit for it in scaled]
+        assert all(it.time_limit is None for it in flat)
+        slow = [edit_answer(it.wrong_program, "import time\ntime.sleep(1.5)\n"
+                            + assemble_program(it.problem, it.problem.reference), "full") for it in scaled]
+        timed_out = judge_answers(scaled, slow, "full", sandbox)
+        assert timed_out["pass@1"] == 0.0 and {r["status"] for r in timed_out["rows"]} == {"timeout"}
+        assert judge_answers(flat, slow, "full", sandbox)["pass@1"] == 100.0
+
+
 def test_held_out_prompts_are_refinement_prompts_with_feedback(tiny_lm):
     _, tokenizer = tiny_lm
     with Sandbox(timeout=5.0) as sandbox:
@@ -100,7 +116,9 @@ def test_settings_are_checked():
                          ({"mode": "guess"}, "sft.repair_eval.mode = 'guess'"),
                          ({"split": "train"},
                           r"sft.repair_eval.split = 'train'; choose one of \['test', 'validation'\]"),
-                         ({"evry": 2}, "sft.repair_eval.evry: no such setting")):
+                         ({"evry": 2}, "sft.repair_eval.evry: no such setting"),
+                         ({"timeout_factor": 0}, "sft.repair_eval.timeout_factor = 0"),
+                         ({"min_timeout": "soon"}, "sft.repair_eval.min_timeout = 'soon'")):
         with pytest.raises(ConfigError, match=words):
             repair_eval_settings(value, "sft.repair_eval")
 

@@ -32,6 +32,7 @@ from selfdebug.core.errors import ConfigError, SelfDebugError
 from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion, pick_examples
 from selfdebug.core.tracking import write_json_atomic
 from selfdebug.execution import Sandbox
+from selfdebug.execution.time_limits import check_time_limit_keys, time_limit
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 from selfdebug.problems import Problem
 
@@ -56,8 +57,9 @@ class CollectSettings:
     mode: str = "explain_refine"
     seed: int = 0
     shard_size: int = 5000
-    # Per-problem time limit: timeout_factor x the reference's own run time, at least min_timeout seconds and at
-    # most sandbox.timeout. Injected bugs loop forever often enough that a flat 10 s would dominate the run.
+    # Per-problem time limit (selfdebug/execution/time_limits.py): timeout_factor x the reference's own run time,
+    # at least min_timeout seconds, at most sandbox.timeout. Injected bugs loop forever often enough that a flat
+    # 10 s would dominate the run.
     timeout_factor: float = 10.0
     min_timeout: float = 2.0
 
@@ -70,6 +72,7 @@ class CollectSettings:
                 raise ConfigError(f"{key} = {getattr(self, key)}; it must be >= 1")
         if self.m_refinements == 0:
             raise ConfigError("m_refinements = 0: the teacher must write at least one refinement per wrong program")
+        check_time_limit_keys(self.timeout_factor, self.min_timeout)
 
 
 def normalize_program(program: str) -> str:
@@ -117,7 +120,7 @@ def verify_references(problems: list[Problem], sandbox: Sandbox,
     for s in skipped:
         log.warning("skipping %s: its own reference fails its tests (%s)", s["task_id"], s["reason"])
     cap = sandbox.config.timeout
-    timeouts = {p.task_id: round(min(cap, max(settings.min_timeout, settings.timeout_factor * r.duration)), 3)
+    timeouts = {p.task_id: time_limit(r.duration, settings.timeout_factor, settings.min_timeout, cap)
                 for p, r in zip(with_ref, results) if r.passed}
     return [p for p in problems if p.task_id not in bad], skipped, timeouts
 

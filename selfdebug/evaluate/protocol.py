@@ -10,6 +10,10 @@ repair benchmark hands over a wrong program, ``Problem.given_program``; round 0 
 the n samples, judged once, and rounds 1..R are the model's refinements). A problem's ``feedback_tests``, when
 set, are the tests whose feedback the model sees (HumanEvalFix: the docstring examples); it is always judged
 on ``tests``. With ``bug_type`` in the problems' metadata, pass@k per round is also reported per bug type.
+
+With ``timeout_factor`` set, each problem's programs get a time limit scaled from its reference's run time
+(``selfdebug/execution/time_limits.py``), measured once per evaluation and kept with its checkpoints, so a
+resumed run judges its later rounds under the same limits. Each row records the limit it was judged under.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Callable
 from selfdebug.core.answers import check_answer_form, parse_answer, shown_program
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.execution import Sandbox
+from selfdebug.execution.time_limits import check_time_limit_keys, reference_time_limits
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 from selfdebug.evaluate.passk import summarize_pass_at_k
 from selfdebug.problems import Problem
@@ -59,6 +64,10 @@ class EvalSettings:
     start: str = "sample"
     few_shot: int = 0  # worked examples before the initial request (the prompting baseline for base models)
     answer_form: str = "full"  # how refinements are asked for and read (selfdebug.core.answers)
+    # Per-problem time limit: timeout_factor x the reference's run time, at least min_timeout seconds, at most
+    # sandbox.timeout; None: sandbox.timeout for every program (problems without a passing reference keep it).
+    timeout_factor: float | None = None
+    min_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +81,7 @@ class EvalSettings:
         if self.few_shot < 0:
             raise ConfigError(f"few_shot = {self.few_shot}; it must be 0 (zero-shot) or more")
         check_answer_form(self.answer_form)
+        check_time_limit_keys(self.timeout_factor, self.min_timeout)
 
     def fingerprint(self, problems: list[Problem], generator_name: str) -> str:
         settings = asdict(self)
@@ -79,6 +89,8 @@ class EvalSettings:
             settings.pop("few_shot")  # zero-shot runs keep the fingerprint they had before few_shot existed
         if self.answer_form == "full":
             settings.pop("answer_form")  # likewise for the paper's answer form
+        if self.timeout_factor is None:
+            settings.pop("timeout_factor"), settings.pop("min_timeout")  # and for the flat time limit
         blob = json.dumps({"settings": settings, "tasks": [p.task_id for p in problems],
                            "generator": generator_name}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -104,7 +116,7 @@ def check_start(problems: list[Problem], settings: EvalSettings) -> None:
                               "use a repair benchmark (benchmark=humanevalfix or benchmark=mbpp_mutants) or start=sample")
 
 
-def _shown_feedback(problems_by_id, pending, programs, results, sandbox) -> list[str]:
+def _shown_feedback(problems_by_id, pending, programs, results, sandbox, limits) -> list[str]:
     """The feedback the model sees: from the problem's ``feedback_tests`` where it has them, else the judge's."""
     feedback = [res.feedback for res in results]
     jobs = [(i, problems_by_id[s["task_id"]].feedback_tests) for i, (s, prog, res)
@@ -114,27 +126,30 @@ def _shown_feedback(problems_by_id, pending, programs, results, sandbox) -> list
         if suite.n_tests == 0:
             feedback[i] = NO_SHOWN_TESTS
     runs = [(i, suite) for i, suite in jobs if suite.n_tests > 0]
-    for (i, suite), res in zip(runs, sandbox.run_batch([(programs[i], suite) for i, suite in runs])):
+    judged = sandbox.run_batch([(programs[i], suite, limits.get(pending[i]["task_id"])) for i, suite in runs])
+    for (i, suite), res in zip(runs, judged):
         feedback[i] = res.feedback if not res.passed else (
             f"The program passes the {suite.n_tests} example test{'s' * (suite.n_tests != 1)} shown, but it is wrong: "
             "it fails hidden tests.")
     return feedback
 
 
-def _judge(problems_by_id, pending, parsed, completions, sandbox, round_index, progress) -> list[dict]:
-    """Assemble and judge one parsed completion per pending entry; returns the new sample rows."""
+def _judge(problems_by_id, pending, parsed, completions, sandbox, round_index, progress, limits) -> list[dict]:
+    """Assemble and judge one parsed completion per pending entry; returns the new sample rows. ``limits``:
+    ``{task_id: seconds}``; a problem not in it is judged under the sandbox's timeout."""
     programs = [assemble_program(problems_by_id[s["task_id"]], p.code) if p.code is not None else None
                 for s, p in zip(pending, parsed)]
-    results = sandbox.run_batch([(prog, problems_by_id[s["task_id"]].tests) for s, prog in zip(pending, programs)],
+    results = sandbox.run_batch([(prog, problems_by_id[s["task_id"]].tests, limits.get(s["task_id"]))
+                                 for s, prog in zip(pending, programs)],
                                 progress=f"round {round_index}: judging" if progress else False)
-    feedback = _shown_feedback(problems_by_id, pending, programs, results, sandbox)
+    feedback = _shown_feedback(problems_by_id, pending, programs, results, sandbox, limits)
     rows = []
     for s, text, p, prog, res, fb in zip(pending, completions, parsed, programs, results, feedback):
         rows.append({"task_id": s["task_id"], "round": round_index, "sample_index": s["sample_index"],
                      "solution": prog or "", "passed": res.passed, "status": res.status,
                      "n_passed": res.n_passed, "n_tests": res.n_tests, "feedback": fb,
                      "explanation": p.explanation if round_index > 0 else None, "code": p.code,
-                     "completion": text})
+                     "completion": text, "time_limit": limits.get(s["task_id"], sandbox.config.timeout)})
     return rows
 
 
@@ -159,6 +174,7 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
             raise ConfigError(f"{checkpoint_dir} holds rounds of a different evaluation (other settings, tasks or "
                               "model); point hydra.run.dir at a new folder")
         write_json_atomic(meta, {"fingerprint": fingerprint})
+    limits = problem_time_limits(problems, sandbox, settings, checkpoint_dir, progress)
 
     latest: dict[tuple[str, int], dict] = {}  # (task_id, sample_index) -> its row from the latest round
     all_rows: list[dict] = []
@@ -168,7 +184,8 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             log.info("round %d: resumed %d samples from %s", round_index, len(rows), path)
         else:
-            rows = _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, examples)
+            rows = _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, limits,
+                              examples)
             if path is not None:
                 write_jsonl_atomic(path, rows)
         for row in rows:
@@ -179,15 +196,37 @@ def run_self_debug(problems: list[Problem], generator: Generator, sandbox: Sandb
     return all_rows
 
 
+def problem_time_limits(problems: list[Problem], sandbox: Sandbox, settings: EvalSettings,
+                        checkpoint_dir: Path | None = None, progress: bool = False) -> dict[str, float]:
+    """``{task_id: seconds}`` from the references' run times (empty with ``timeout_factor`` None). Measured
+    once: with ``checkpoint_dir`` they are kept in ``time_limits.json`` there and read back on resume, as
+    timings differ from run to run."""
+    if settings.timeout_factor is None:
+        return {}
+    path = checkpoint_dir / "time_limits.json" if checkpoint_dir is not None else None
+    if path is not None and path.exists():
+        return json.loads(path.read_text())["limits"]
+    limits = reference_time_limits(problems, sandbox, settings.timeout_factor, settings.min_timeout,
+                                   progress="timing references" if progress else False)
+    untimed = [p.task_id for p in problems if p.task_id not in limits]
+    if untimed:
+        log.warning("%d of %d problems have no passing reference (e.g. %s); their programs get the sandbox's "
+                    "timeout of %gs", len(untimed), len(problems), untimed[0], sandbox.config.timeout)
+    if path is not None:
+        write_json_atomic(path, {"timeout_factor": settings.timeout_factor, "min_timeout": settings.min_timeout,
+                                 "cap": sandbox.config.timeout, "limits": limits})
+    return limits
+
+
 def initial_request(problem: Problem, examples: list[Problem], settings: EvalSettings) -> GenerationRequest:
     """The request for a first program: ``settings.few_shot`` worked examples (not ``problem``), then it."""
     return GenerationRequest(initial_messages(problem, pick_examples(examples, problem, settings.few_shot)), problem)
 
 
-def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, examples=()
+def _run_round(round_index, problems, by_id, latest, generator, sandbox, settings, progress, limits, examples=()
                ) -> list[dict]:
     if round_index == 0 and settings.start == "given":
-        return _given_round(problems, by_id, sandbox, settings, progress)
+        return _given_round(problems, by_id, sandbox, settings, progress, limits)
     if round_index == 0:
         params = replace(settings.sampling, n=settings.n_samples, seed=settings.seed)
         requests = [initial_request(p, examples, settings) for p in problems]
@@ -211,15 +250,15 @@ def _run_round(round_index, problems, by_id, latest, generator, sandbox, setting
         parsed = [parse_answer(text, settings.answer_form,
                                shown_program(by_id[r["task_id"]], r["code"] or r["completion"]))
                   for r, text in zip(pending, completions)]
-    return _judge(by_id, pending, parsed, completions, sandbox, round_index, progress)
+    return _judge(by_id, pending, parsed, completions, sandbox, round_index, progress, limits)
 
 
-def _given_round(problems, by_id, sandbox, settings, progress) -> list[dict]:
+def _given_round(problems, by_id, sandbox, settings, progress, limits) -> list[dict]:
     """Round 0 of a repair benchmark: each problem's given program, judged once, stands for all n samples."""
     pending = [{"task_id": p.task_id, "sample_index": 0} for p in problems]
     parsed = [ParsedCompletion(explanation="", code=p.given_program) for p in problems]
     log.info("round 0: judging %d given programs", len(problems))
-    rows = _judge(by_id, pending, parsed, [p.given_program for p in problems], sandbox, 0, progress)
+    rows = _judge(by_id, pending, parsed, [p.given_program for p in problems], sandbox, 0, progress, limits)
     return [{**row, "sample_index": i} for row in rows for i in range(settings.n_samples)]
 
 
@@ -270,7 +309,16 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
             "success_refinement_rate": first["refinement"]["cumulative_rate"] if first else 0.0,
             "success_refinement_rate_final": final.get("refinement", {}).get("cumulative_rate", 0.0),
             "pass@k_initial": passk(per_round[0]), "pass@k_round1": passk(first) if first else None,
-            "pass@k_final": passk(final)}
+            "pass@k_final": passk(final), "time_limits": _time_limit_summary(rows, problems, settings)}
+
+
+def _time_limit_summary(rows: list[dict], problems: list[Problem], settings: EvalSettings) -> dict:
+    """The rule and the per-problem limits the rows were judged under (seconds)."""
+    per_problem = {r["task_id"]: r["time_limit"] for r in rows if r.get("time_limit") is not None}
+    values = sorted(per_problem.values())
+    return {"timeout_factor": settings.timeout_factor,
+            "min_timeout": settings.min_timeout if settings.timeout_factor is not None else None,
+            "median": values[len(values) // 2] if values else None, "max": values[-1] if values else None}
 
 
 def passk(entry: dict) -> dict:

@@ -6,10 +6,11 @@ answers in the sandbox. The set is the first ``repair_eval.limit`` MBPP tasks of
 (``selfdebug.evaluate.mutants``) from ``repair_eval.split``: test, or validation to tune settings without
 looking at test (training data is MBPP train, so nothing leaks either way), each shown as one refinement
 prompt built exactly as evaluation builds round 1 (``refine_messages`` with the given program's execution
-feedback, ``parse_answer`` to read the fix back in the stage's answer form). It logs ``repair/pass@1`` (percent
-of programs repaired) and ``repair/applied`` (share of answers that give a program) through the stage's
-``RunLogger`` and rewrites ``repair_eval.jsonl`` in the run dir atomically, one row per evaluated step (a
-resumed run keeps the rows it has and never writes a step twice).
+feedback, ``parse_answer`` to read the fix back in the stage's answer form), each program under its problem's
+time limit as evaluation sets it (``selfdebug/execution/time_limits.py``, measured when the set is built). It
+logs ``repair/pass@1`` (percent of programs repaired) and ``repair/applied`` (share of answers that give a
+program) through the stage's ``RunLogger`` and rewrites ``repair_eval.jsonl`` in the run dir atomically, one
+row per evaluated step (a resumed run keeps the rows it has and never writes a step twice).
 
 Rank 0 evaluates; the other ranks skip, except under sharded weights (FSDP, ZeRO-3), where every forward is a
 collective, so all ranks generate and rank 0 alone judges and logs.
@@ -30,6 +31,7 @@ from selfdebug.core.answers import parse_answer, shown_program
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import END, assemble_program, refine_messages, render_chat
 from selfdebug.core.tracking import write_jsonl_atomic
+from selfdebug.execution.time_limits import reference_time_limits
 from selfdebug.train.model import generation_context
 from selfdebug.train.repair_settings import RepairEvalSettings
 
@@ -48,6 +50,7 @@ class RepairItem:
     wrong_program: str  # shown_program(problem, given_program): what edits apply to
     feedback: str
     prompt_ids: list[int]
+    time_limit: float | None = None  # seconds its answers may run; None: the sandbox's timeout
 
 
 def build_repair_set(settings: RepairEvalSettings, tokenizer, answer_form: str, sandbox) -> tuple[list[RepairItem], int]:
@@ -55,7 +58,10 @@ def build_repair_set(settings: RepairEvalSettings, tokenizer, answer_form: str, 
     from selfdebug.evaluate.mutants import load_mbpp_mutants  # the benchmark builder: only when switched on
 
     problems = load_mbpp_mutants(split=settings.split, limit=settings.limit, seed=0)
-    verdicts = sandbox.run_batch([(assemble_program(p, p.given_program), p.tests) for p in problems])
+    limits = ({} if settings.timeout_factor is None else
+              reference_time_limits(problems, sandbox, settings.timeout_factor, settings.min_timeout))
+    verdicts = sandbox.run_batch([(assemble_program(p, p.given_program), p.tests, limits.get(p.task_id))
+                                  for p in problems])
     wrong = [(p, v) for p, v in zip(problems, verdicts) if not v.passed]  # a mutant that passes is no repair task
     texts = [render_chat(refine_messages(p, p.given_program, v.feedback, settings.mode, answer_form), tokenizer,
                          add_generation_prompt=True) for p, v in wrong]
@@ -66,7 +72,8 @@ def build_repair_set(settings: RepairEvalSettings, tokenizer, answer_form: str, 
         if len(prompt) > settings.max_prompt_length:
             too_long += 1
             continue
-        items.append(RepairItem(p, shown_program(p, p.given_program), v.feedback, list(prompt)))
+        items.append(RepairItem(p, shown_program(p, p.given_program), v.feedback, list(prompt),
+                                limits.get(p.task_id)))
     return items, too_long
 
 
@@ -75,7 +82,7 @@ def judge_answers(items: list[RepairItem], texts: list[str], answer_form: str, s
     program) and one row per item. A plain function of text: the unit tests call it without a model."""
     parsed = [parse_answer(text, answer_form, it.wrong_program) for it, text in zip(items, texts, strict=True)]
     programs = [assemble_program(it.problem, p.code) if p.code is not None else None for it, p in zip(items, parsed)]
-    verdicts = sandbox.run_batch([(prog, it.problem.tests) for it, prog in zip(items, programs)])
+    verdicts = sandbox.run_batch([(prog, it.problem.tests, it.time_limit) for it, prog in zip(items, programs)])
     n = max(1, len(items))
     return {"pass@1": 100.0 * sum(v.passed for v in verdicts) / n,
             "applied": sum(prog is not None for prog in programs) / n,

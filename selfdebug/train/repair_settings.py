@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
+from selfdebug.execution.time_limits import check_time_limit_keys
 from selfdebug.problems.mbpp import HELD_OUT_SPLITS
 
 
@@ -23,6 +24,8 @@ class RepairEvalSettings:
     mode: str = "explain_refine"  # the refinement prompt: explain_refine or refine
     batch_size: int = 8  # prompts per generate call (left-padded)
     max_prompt_length: int = 1024  # longer prompts are left out of the set (counted in each row)
+    timeout_factor: float | None = 10.0  # each program's time limit: factor x its reference's run time, measured
+    min_timeout: float = 2.0  # when the set is built; at least min_timeout s, at most sandbox.timeout (null: flat)
 
 
 def repair_eval_settings(value, key: str) -> RepairEvalSettings:
@@ -41,6 +44,11 @@ def repair_eval_settings(value, key: str) -> RepairEvalSettings:
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ConfigError(f"{key}.{name} = {v!r}; it must be an integer >= {low}")
+    for name in ("timeout_factor", "min_timeout"):
+        v = getattr(s, name)
+        if not (v is None and name == "timeout_factor") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{key}.{name} = {v!r}; it must be a number")
+    check_time_limit_keys(s.timeout_factor, s.min_timeout, prefix=f"{key}.")
     if s.split not in HELD_OUT_SPLITS:
         raise ConfigError(f"{key}.split = {s.split!r}; choose one of {list(HELD_OUT_SPLITS)} (training data comes "
                           "from MBPP train)")

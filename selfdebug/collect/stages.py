@@ -32,7 +32,7 @@ from selfdebug.core.errors import ConfigError, SelfDebugError
 from selfdebug.core.prompts import assemble_program, initial_messages, parse_completion, pick_examples
 from selfdebug.core.tracking import write_json_atomic
 from selfdebug.execution import Sandbox
-from selfdebug.execution.time_limits import check_time_limit_keys, time_limit
+from selfdebug.execution.time_limits import check_time_limit_keys, limits_from_runs
 from selfdebug.generation import GenerationRequest, Generator, SamplingParams
 from selfdebug.problems import Problem
 
@@ -119,9 +119,8 @@ def verify_references(problems: list[Problem], sandbox: Sandbox,
     skipped = [{"task_id": t, "reason": f"reference {r.status}", "feedback": r.feedback[:300]} for t, r in bad.items()]
     for s in skipped:
         log.warning("skipping %s: its own reference fails its tests (%s)", s["task_id"], s["reason"])
-    cap = sandbox.config.timeout
-    timeouts = {p.task_id: time_limit(r.duration, settings.timeout_factor, settings.min_timeout, cap)
-                for p, r in zip(with_ref, results) if r.passed}
+    timeouts = limits_from_runs(with_ref, results, settings.timeout_factor, settings.min_timeout,
+                                sandbox.config.timeout)
     return [p for p in problems if p.task_id not in bad], skipped, timeouts
 
 

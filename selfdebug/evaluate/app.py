@@ -43,13 +43,6 @@ def select_problems(problems: list, limit: int | None, task_ids) -> list:
     return problems
 
 
-def _number(cfg: DictConfig, key: str) -> float | None:
-    value = cfg.get(key)
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if value is None else float(value)
-    raise ConfigError(f"{key} = {value!r}; it must be a number of seconds or a factor (see conf/evaluate.yaml)")
-
-
 def settings_from_config(cfg: DictConfig):
     from selfdebug.core.answers import answer_form_of
     from selfdebug.evaluate.protocol import EvalSettings
@@ -61,7 +54,7 @@ def settings_from_config(cfg: DictConfig):
                         ks=tuple(int(k) for k in cfg.ks), n_resamples=int(cfg.bootstrap.n_resamples),
                         confidence=float(cfg.bootstrap.confidence), seed=int(cfg.seed), start=str(cfg.start),
                         few_shot=int(cfg.get("few_shot") or 0),
-                        timeout_factor=_number(cfg, "timeout_factor"), min_timeout=_number(cfg, "min_timeout"),
+                        timeout_factor=cfg.get("timeout_factor"), min_timeout=cfg.get("min_timeout", 2.0),
                         answer_form=answer_form_of(cfg, OmegaConf.select(cfg, "model.name_or_path")))
 
 

@@ -82,6 +82,9 @@ class EvalSettings:
             raise ConfigError(f"few_shot = {self.few_shot}; it must be 0 (zero-shot) or more")
         check_answer_form(self.answer_form)
         check_time_limit_keys(self.timeout_factor, self.min_timeout)
+        # floats, so that 10 and 10.0 give one resume fingerprint
+        self.min_timeout = float(self.min_timeout)
+        self.timeout_factor = None if self.timeout_factor is None else float(self.timeout_factor)
 
     def fingerprint(self, problems: list[Problem], generator_name: str) -> str:
         settings = asdict(self)
@@ -309,10 +312,10 @@ def summarize(rows: list[dict], problems: list[Problem], settings: EvalSettings)
             "success_refinement_rate": first["refinement"]["cumulative_rate"] if first else 0.0,
             "success_refinement_rate_final": final.get("refinement", {}).get("cumulative_rate", 0.0),
             "pass@k_initial": passk(per_round[0]), "pass@k_round1": passk(first) if first else None,
-            "pass@k_final": passk(final), "time_limits": _time_limit_summary(rows, problems, settings)}
+            "pass@k_final": passk(final), "time_limits": _time_limit_summary(rows, settings)}
 
 
-def _time_limit_summary(rows: list[dict], problems: list[Problem], settings: EvalSettings) -> dict:
+def _time_limit_summary(rows: list[dict], settings: EvalSettings) -> dict:
     """The rule and the per-problem limits the rows were judged under (seconds)."""
     per_problem = {r["task_id"]: r["time_limit"] for r in rows if r.get("time_limit") is not None}
     values = sorted(per_problem.values())

@@ -44,10 +44,6 @@ def repair_eval_settings(value, key: str) -> RepairEvalSettings:
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ConfigError(f"{key}.{name} = {v!r}; it must be an integer >= {low}")
-    for name in ("timeout_factor", "min_timeout"):
-        v = getattr(s, name)
-        if not (v is None and name == "timeout_factor") and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ConfigError(f"{key}.{name} = {v!r}; it must be a number")
     check_time_limit_keys(s.timeout_factor, s.min_timeout, prefix=f"{key}.")
     if s.split not in HELD_OUT_SPLITS:
         raise ConfigError(f"{key}.split = {s.split!r}; choose one of {list(HELD_OUT_SPLITS)} (training data comes "

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 
 from selfdebug.core.errors import ConfigError
+from selfdebug.rewards.sentence_encoder import PlainSentenceEncoder, plain_layout
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ def explanation_reward(s_ex, weight: float = 1.0):
     return float(value) if value.ndim == 0 else value
 
 
+def load_sentence_encoder(model_name_or_path: str, device: str):
+    """The folder's encoder without sentence-transformers when its layout allows (``sentence_encoder``: the
+    same vectors, 4 s less start-up), else sentence-transformers' own ``SentenceTransformer``."""
+    layout = plain_layout(model_name_or_path)
+    if layout is not None:
+        return PlainSentenceEncoder(model_name_or_path, layout, device=device)
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_name_or_path, device=device)
+
+
 class ExplanationScorer:
     """Sentence-embedding similarity of explanations to verified references.
 
@@ -56,15 +69,13 @@ class ExplanationScorer:
                  cache_size: int = 100_000):
         if batch_size < 1:
             raise ConfigError(f"reward.embedding_batch_size = {batch_size}; it must be >= 1")
-        from sentence_transformers import SentenceTransformer
-
         self.model_name_or_path = str(model_name_or_path) if model_name_or_path else default_model_path()
         self.device = device
         self.batch_size = int(batch_size)
         self.cache_size = int(cache_size)
         try:
-            self.model = SentenceTransformer(self.model_name_or_path, device=device)
-        except (OSError, ValueError) as exc:
+            self.model = load_sentence_encoder(self.model_name_or_path, device)
+        except (OSError, ValueError, SafetensorError) as exc:
             raise ConfigError(f"reward.explanation_model = {self.model_name_or_path!r} could not be loaded "
                               f"({exc}); give a local sentence-transformers folder, or a hub id with "
                               f"the hub reachable") from exc

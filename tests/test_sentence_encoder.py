@@ -56,7 +56,9 @@ def test_bundled_model_vectors_equal_sentence_transformers(bundled, batch_size=8
     got = ours.encode(TEXTS, batch_size=batch_size, normalize_embeddings=True)
     want = sentence_transformers_vectors(bundled, TEXTS, batch_size, normalize=True)
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 384)
-    np.testing.assert_array_equal(got, want)
+    # Identical with sentence-transformers 6.3 (benchmarks/embedding_startup.py reports it); another release may
+    # order float sums differently, so the contract is 1e-6, far below the 3 decimals S_ex is reported to.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from selfdebug.rewards import (
     same_program,
     unit_test_score,
 )
+from tests.conftest import REPO
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -416,3 +419,32 @@ def test_bad_override_through_hydra_is_a_config_error():
         instantiate(cfg.reward)
     err = user_error_in(info.value)
     assert isinstance(err, ConfigError) and "reward.weights.explanation" in str(err)
+
+
+# A planted bug and its fix: the package's data-flow match of this pair depended on the string-hash seed
+# (0.80 in one process, 0.83 in another), so PPO's rewards moved from run to run.
+HASH_WRONG = ("def prime_num(num):\n    if num >= 1:\n        for i in range(num // 2, 2):\n"
+              "            if num % i == 0:\n                return False\n            else:\n"
+              "                return True\n    else:\n        return False\n")
+HASH_FIX = HASH_WRONG.replace("range(num // 2, 2)", "range(2, num // 2)")
+HASH_PROBE = f"""
+import sys
+from codebleu import calc_codebleu, dataflow_match
+raw = dataflow_match.corpus_dataflow_match([[{HASH_FIX!r}]], [{HASH_WRONG!r}], "python")
+from selfdebug.rewards.code import codebleu_pair
+print(raw, codebleu_pair({HASH_WRONG!r}, {HASH_FIX!r}))
+"""
+
+
+@pytest.mark.slow  # six interpreters
+def test_codebleu_is_the_same_whatever_the_hash_seed():
+    raw, ours = set(), set()
+    for seed in range(6):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        done = subprocess.run([sys.executable, "-c", HASH_PROBE], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120, check=True)
+        package_score, score = map(float, done.stdout.split())
+        raw.add(package_score)
+        ours.add(score)
+    assert len(raw) > 1  # the package alone: the seed decides (so this test can fail)
+    assert len(ours) == 1 and 0.7 < ours.pop() < 1.0

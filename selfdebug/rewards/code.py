@@ -49,7 +49,7 @@ def _quiet_codebleu():
 
 
 def _canonical_data_flow(extract):
-    """``extract`` (the package's ``get_data_flow``) with each edge's source-variable names sorted.
+    """``extract`` (the package's ``get_data_flow``) with each edge's source-variable names in a fixed order.
 
     The package builds those name lists from Python sets of strings, so their order, and with it the variable
     numbering its data-flow match compares, follows the process's string-hash seed: the same pair scored 0.9508

@@ -49,7 +49,7 @@ def explanation_reward(s_ex, weight: float = 1.0):
 
 def load_sentence_encoder(model_name_or_path: str, device: str):
     """The folder's encoder without sentence-transformers when its layout allows (``sentence_encoder``: the
-    same vectors, 4 s less start-up), else sentence-transformers' own ``SentenceTransformer``."""
+    same vectors, 1.5 s less start-up), else sentence-transformers' own ``SentenceTransformer``."""
     layout = plain_layout(model_name_or_path)
     if layout is not None:
         return PlainSentenceEncoder(model_name_or_path, layout, device=device)

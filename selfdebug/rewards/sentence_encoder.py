@@ -1,7 +1,8 @@
 """Sentence embeddings from a sentence-transformers folder, with transformers alone.
 
-Importing sentence-transformers costs about 4 s on a 2-core CPU (it pulls in scikit-learn and its backends), and
-every evaluation and every PPO run pays it once just to embed explanations. The usual folder layout, a
+Loading an embedding model through sentence-transformers takes about 1.5 s longer on a 2-core CPU than this module
+(``benchmarks/embedding_startup.py``: its import pulls in scikit-learn and its backends), and every evaluation
+and every PPO run pays it once just to embed explanations. The usual folder layout, a
 ``Transformer`` module, a ``Pooling`` module (mean, CLS or max) and optionally ``Normalize`` (all-MiniLM-L6-v2,
 the paper's all-roberta-large-v1), needs only a transformers encoder and a pooling step. ``plain_layout`` says
 whether a folder has that layout; anything else (hub ids, other modules, other pooling modes) goes to

@@ -79,7 +79,6 @@ class ExplanationScorer:
             raise ConfigError(f"reward.explanation_model = {self.model_name_or_path!r} could not be loaded "
                               f"({exc}); give a local sentence-transformers folder, or a hub id with "
                               f"the hub reachable") from exc
-        self.model.eval()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0

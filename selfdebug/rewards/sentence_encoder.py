@@ -74,9 +74,6 @@ class PlainSentenceEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.model = AutoModel.from_pretrained(str(folder)).to(self.device).eval()
 
-    def eval(self) -> PlainSentenceEncoder:
-        return self
-
     def get_sentence_embedding_dimension(self) -> int:
         return int(self.model.config.hidden_size)
 

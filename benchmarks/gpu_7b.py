@@ -193,6 +193,8 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    import selfdebug.train  # noqa: F401  (registers the sft/rl/peft groups the train config's defaults name)
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 

@@ -47,6 +47,7 @@ def sft_config(dataset: Path, extra: list[str]):
     """The train config the quickstart's SFT stage runs with, on ``dataset``."""
     from hydra import compose, initialize_config_dir
 
+    import selfdebug.train  # noqa: F401  (registers the sft/rl/peft groups the train config's defaults name)
     from selfdebug.core.cli import CONF_DIR
 
     with initialize_config_dir(str(Path(CONF_DIR).resolve()), version_base="1.3"):

@@ -287,6 +287,31 @@ def test_bad_input_stops_before_training(tmp_path, dataset, tiny_cache_dir, case
     assert_stopped_before_training(proc, run_dir, pattern)
 
 
+HEAVY_MODULES = {"torch", "pytorch_lightning", "transformers"}
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["sft.batch_size=0"], r"error: sft\.batch_size = 0; it must be >= 1"),
+    (["+exp=rl_quickstart", "rl.lam=2"], r"error: rl\.lam = 2\.0; it must be in \[0\.0, 1\.0\]"),
+    (["stage=rl"], r"error: rl: the config has no `rl` block"),
+    (["stage=evaluate"], r"error: stage = 'evaluate'; expected one of \['pretrain', 'rl', 'sft'\]"),
+])
+def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, overrides, pattern):
+    # The stage's settings are checked before its recipe (torch, Lightning, transformers) is imported, so a
+    # mistyped value costs a second, not the 5-10 s of those imports. Python's import profile lists every
+    # module the process imported.
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "selfdebug.train", f"hydra.run.dir={run_dir}",
+                           *overrides], check=False, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "selfdebug.train.app" in imported, proc.stderr[-2000:]  # the profile saw the entry point
+    assert not HEAVY_MODULES & imported
+    messages = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    assert_stopped_before_training(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, messages),
+                                   run_dir, pattern)
+
+
 def test_a_filtered_out_dataset_and_too_few_examples_are_config_errors(tmp_path, dataset, tiny_cache_dir):
     from selfdebug.core.errors import DataError
 
@@ -309,3 +334,15 @@ def _all_wrong(tmp_path: Path) -> Path:
     for shard in (folder / "codegen").glob("*.jsonl"):
         shard.write_text("")
     return folder
+
+
+def test_the_micro_batch_benchmark_composes_the_quickstarts_sft_in_a_fresh_process():
+    # benchmarks/sft_micro_batch.py composes the train config itself; in a process that has not imported
+    # selfdebug.train, the sft/rl/peft groups its defaults name must still be registered.
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; "
+            "from sft_micro_batch import sft_config; c = sft_config(Path('data'), []); "
+            "print(c.sft.max_steps, c.sft.micro_batch_size, c.trainer.precision, c.dataset.path)")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["600", "2", "bf16-mixed", "data"]

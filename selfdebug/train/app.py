@@ -14,21 +14,29 @@ with the same ``hydra.run.dir``) and, once training is done, ``model/``: the ``s
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import selfdebug.train.pretrain  # noqa: F401  (registers pretrain/default, which conf/train.yaml names)
 from selfdebug.core.cli import CONF_DIR, user_errors
 from selfdebug.core.errors import ConfigError
-from selfdebug.train.distributed import close_process_group
-from selfdebug.train.pretrain import recipe as pretrain_recipe
-from selfdebug.train.rl import recipe as rl_recipe
-from selfdebug.train.sft import recipe as sft_recipe
+from selfdebug.train.pretrain.settings import PretrainSettings
+from selfdebug.train.rl.settings import SFT_CHECKPOINT_HINT, PPOSettings
+from selfdebug.train.settings import settings_from
+from selfdebug.train.sft.settings import SFTSettings
 
-# Each stage is one function of (cfg, run_dir) that returns its summary.
-STAGES = {"sft": sft_recipe.run, "rl": rl_recipe.run, "pretrain": pretrain_recipe.run}
+# Each stage is a module whose run(cfg, run_dir) returns the stage's summary, and the settings block it reads.
+# The module is imported only once its settings have passed their checks: the recipes load torch, Lightning
+# and transformers (5-10 s), and a mistyped value should fail before that, in about a second.
+STAGES = {
+    "sft": ("selfdebug.train.sft.recipe", SFTSettings, ""),
+    "rl": ("selfdebug.train.rl.recipe", PPOSettings, SFT_CHECKPOINT_HINT),
+    "pretrain": ("selfdebug.train.pretrain.recipe", PretrainSettings, ""),
+}
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
@@ -36,13 +44,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     stage = str(cfg.stage)
     if stage not in STAGES:
         raise ConfigError(f"stage = {stage!r}; expected one of {sorted(STAGES)}")
-    return STAGES[stage](cfg, run_dir)
+    module, settings_class, missing_hint = STAGES[stage]
+    settings_from(settings_class, cfg.get(stage), stage, missing_hint=missing_hint)  # the recipe builds it again
+    return importlib.import_module(module).run(cfg, run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)
+    from selfdebug.train.distributed import close_process_group  # loaded by the run already
+
     close_process_group()  # only after a run that returned: see its docstring
 
 

@@ -38,7 +38,7 @@ from selfdebug.train.rl.data import PromptStream, build_items, check_has_wrong_s
 from selfdebug.train.rl.engines.vllm import check_rollout_world
 from selfdebug.train.rl.metrics import final_figures
 from selfdebug.train.rl.module import PPOCheckpoint, PPOModule
-from selfdebug.train.rl.settings import PPOSettings
+from selfdebug.train.rl.settings import SFT_CHECKPOINT_HINT, PPOSettings
 from selfdebug.train.settings import settings_from
 
 log = logging.getLogger("selfdebug.train.rl")
@@ -163,8 +163,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return done
     # ---- setup: every check that can fail, before the Trainer starts
     run = lifecycle.begin(cfg, run_dir, "rl")
-    settings = settings_from(PPOSettings, cfg.get("rl"), "rl",
-                             missing_hint=", e.g. rl.sft_checkpoint=outputs/train/sft/<model>/<time>/model")
+    settings = settings_from(PPOSettings, cfg.get("rl"), "rl", missing_hint=SFT_CHECKPOINT_HINT)
     lora = run.lora
     reward = build_reward(cfg)
     sft_path = resolve_sft_checkpoint(settings.sft_checkpoint)

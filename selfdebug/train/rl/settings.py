@@ -12,6 +12,9 @@ from selfdebug.core.errors import ConfigError
 from selfdebug.core.prompts import MODES
 from selfdebug.train.repair_settings import RepairEvalSettings, repair_eval_settings
 
+# How to fill the one setting PPO cannot default (its error message ends with this).
+SFT_CHECKPOINT_HINT = ", e.g. rl.sft_checkpoint=outputs/train/sft/<model>/<time>/model"
+
 # rl.mode: one format for every prompt, or "mixed": each wrong program drawn into one of MODES, half each.
 RL_MODES = (*MODES, "mixed")
 

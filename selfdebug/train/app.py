@@ -21,10 +21,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import selfdebug.train.pretrain  # noqa: F401  (registers pretrain/default, which conf/train.yaml names)
 from selfdebug.core.cli import CONF_DIR, user_errors
 from selfdebug.core.errors import ConfigError
-from selfdebug.train.pretrain.settings import PretrainSettings
+from selfdebug.train.pretrain.settings import PretrainSettings  # its package registers pretrain/default
 from selfdebug.train.rl.settings import SFT_CHECKPOINT_HINT, PPOSettings
 from selfdebug.train.settings import settings_from
 from selfdebug.train.sft.settings import SFTSettings

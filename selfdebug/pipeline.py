@@ -4,7 +4,9 @@ Each stage runs as its own command line (``python -m selfdebug.collect``, ``self
 ``selfdebug.evaluate``) in a fixed folder under the pipeline's run dir, and stages hand artifacts on by path:
 the collected dataset to SFT and RL, the SFT model to RL, each trained model to the evaluation. A stage whose
 complete output already exists is skipped, and a stage that was killed resumes from its own checkpoints, so a
-killed pipeline re-run with the same command finishes without redoing finished work.
+killed pipeline re-run with the same command finishes without redoing finished work. Before the first stage
+starts, every stage still to run has its config composed and checked (``check_stages``), so a bad override in
+a late stage's list fails at once instead of after the stages before it.
 
 ``evaluate.benchmarks`` (a mapping ``name -> [override, ...]``) evaluates each model on each benchmark, in
 ``evaluate/<label>/<name>``; without it each model is evaluated once, in ``evaluate/<label>``.
@@ -18,16 +20,28 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from selfdebug.core.cli import CONF_DIR, user_errors
+from selfdebug.collect import app as collect_app
+from selfdebug.core.cli import CONF_DIR, user_error_in, user_errors
 from selfdebug.core.errors import ConfigError, SelfDebugError
+from selfdebug.evaluate import app as evaluate_app
+from selfdebug.train import app as train_app
 
 log = logging.getLogger("selfdebug.pipeline")
+
+# A stage's command line (python -m <module>) and its app module: CONFIG_NAME and check(cfg), the checks the
+# command runs before it loads anything heavy. Light imports: none of them loads torch. (Importing
+# selfdebug.train also registers the sft / rl / peft structured configs that train.yaml composes.)
+STAGE_APPS = {"selfdebug.collect": collect_app, "selfdebug.train": train_app, "selfdebug.evaluate": evaluate_app}
 
 
 def _done(stage: str, run_dir: Path) -> bool:
@@ -39,11 +53,28 @@ def _done(stage: str, run_dir: Path) -> bool:
     return (run_dir / "results.json").exists()
 
 
-def _run_stage(name: str, module: str, run_dir: Path, overrides: list[str]) -> None:
-    if _done(name.split(":")[0], run_dir):
+@dataclass(frozen=True)
+class Stage:
+    """One command of the pipeline: ``python -m <module> hydra.run.dir=<run_dir> <overrides>``; ``keys`` are the
+    pipeline's config keys whose values went into ``overrides``, for error messages."""
+
+    name: str
+    module: str
+    run_dir: Path
+    overrides: list[str]
+    keys: tuple[str, ...]
+
+    @property
+    def done(self) -> bool:
+        return _done(self.name.split(":")[0], self.run_dir)
+
+
+def _run_stage(stage: Stage) -> None:
+    name, run_dir = stage.name, stage.run_dir
+    if stage.done:
         print(f"[pipeline] {name}: complete output found in {run_dir}, skipped", flush=True)
         return
-    cmd = [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [sys.executable, "-m", stage.module, f"hydra.run.dir={run_dir}", *stage.overrides]
     print(f"[pipeline] {name}: {' '.join(cmd[1:])}", flush=True)
     start = time.monotonic()
     code = subprocess.run(cmd, env=os.environ.copy()).returncode
@@ -51,6 +82,36 @@ def _run_stage(name: str, module: str, run_dir: Path, overrides: list[str]) -> N
         raise SelfDebugError(f"stage {name} failed with exit status {code}; fix the cause and run the same command "
                              f"again: finished stages are skipped and {name} resumes from {run_dir}")
     print(f"[pipeline] {name}: done in {time.monotonic() - start:.0f}s", flush=True)
+
+
+def check_stages(stages: list[Stage]) -> None:
+    """Composes the config of every stage still to run, as its command line will, and runs that command's own
+    cheap checks (``check(cfg)`` of its app module: settings ranges, config keys; no data, model or torch), so
+    a mistyped SFT, RL or evaluation override fails now, in a second or two, rather than after the stages
+    before it have run for half an hour."""
+    for stage in stages:
+        if stage.done:
+            continue
+        app = STAGE_APPS[stage.module]
+        # Hydra's own keys (the run dir, a launcher) do not reach the stage's config; compose has no use for them.
+        overrides = [o for o in stage.overrides if not re.match(r"[+~]*hydra[./]", o)]
+        try:
+            app.check(compose(config_name=app.CONFIG_NAME, overrides=overrides))
+        except (SelfDebugError, HydraException, OmegaConfBaseException) as exc:
+            raise ConfigError(f"stage {stage.name} ({', '.join(stage.keys)}): {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """What a stage's own command line would print for ``exc``: the user error, or Hydra's message with the
+    OmegaConf error under it ("Error merging override sft.lr=abc" alone does not say what is wrong)."""
+    user = user_error_in(exc)
+    if user is not None:
+        return str(user)
+    text = str(exc).split("\nConfig search path:")[0].rstrip()
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text:
+        text += "\n" + str(cause).rstrip()
+    return text
 
 
 def evaluation_benchmarks(cfg: DictConfig) -> dict[str | None, list[str]]:
@@ -97,11 +158,9 @@ def base_model_settings(model: DictConfig) -> list[str]:
     return out
 
 
-def run(cfg: DictConfig) -> dict:
-    benchmarks = evaluation_benchmarks(cfg)  # before any stage runs: a bad entry costs nothing
-    hydra_cfg = HydraConfig.get()
-    root = Path(hydra_cfg.runtime.output_dir)
-    model_name = hydra_cfg.runtime.choices["model"]  # the group option (model=mini), passed on to every stage
+def plan(cfg: DictConfig, root: Path, model_name: str) -> list[Stage]:
+    """Every stage the config asks for, in order, with the command line overrides each will get."""
+    benchmarks = evaluation_benchmarks(cfg)
     # One W&B group for all the stages of this pipeline; the tags (model:, stage:, ...) tell them apart.
     group = re.sub(r"[^\w.-]+", "_", f"pipeline-{root.name}")
     logger = ["logger=wandb", f"logger.group={group}"] if cfg.wandb else ["logger=none"]
@@ -109,14 +168,17 @@ def run(cfg: DictConfig) -> dict:
     extra = lambda key: [str(o) for o in (cfg[key].overrides or [])]  # noqa: E731
     dirs = {"collect": root / "collect", "sft": root / "sft", "rl": root / "rl"}
     dataset = dirs["collect"] / "dataset"
-    started = time.monotonic()
+    stages = []
     if cfg.collect.enabled:
-        _run_stage("collect", "selfdebug.collect", dirs["collect"], common + extra("collect"))
+        stages.append(Stage("collect", "selfdebug.collect", dirs["collect"], common + extra("collect"),
+                            ("collect.overrides",)))
     if cfg.sft.enabled:
-        _run_stage("sft", "selfdebug.train", dirs["sft"], common + [f"dataset.path={dataset}"] + extra("sft"))
+        stages.append(Stage("sft", "selfdebug.train", dirs["sft"], common + [f"dataset.path={dataset}"] + extra("sft"),
+                            ("sft.overrides",)))
     if cfg.rl.enabled:
         init = [f"rl.sft_checkpoint={dirs['sft'] / 'model'}"] if cfg.sft.enabled else []
-        _run_stage("rl", "selfdebug.train", dirs["rl"], common + [f"dataset.path={dataset}"] + init + extra("rl"))
+        stages.append(Stage("rl", "selfdebug.train", dirs["rl"],
+                            common + [f"dataset.path={dataset}"] + init + extra("rl"), ("rl.overrides",)))
     if cfg.evaluate.enabled:
         # One verdict file for all the evaluations: the three models' round 0 (the same given wrong programs) is
         # judged once, and every model is shown the same feedback for it. The evaluate overrides come after, so
@@ -131,11 +193,24 @@ def run(cfg: DictConfig) -> dict:
             else:
                 continue
             for bench, bench_overrides in benchmarks.items():
-                run_dir = root / "evaluate" / label / (bench or "")
-                name = f"evaluate:{label}" + (f":{bench}" if bench else "")
-                _run_stage(name, "selfdebug.evaluate", run_dir,
-                           model + [f"label={label}", f"seed={cfg.seed}", *logger] + verdicts + extra("evaluate")
-                           + bench_overrides)
+                stages.append(Stage(
+                    f"evaluate:{label}" + (f":{bench}" if bench else ""), "selfdebug.evaluate",
+                    root / "evaluate" / label / (bench or ""),
+                    model + [f"label={label}", f"seed={cfg.seed}", *logger] + verdicts + extra("evaluate")
+                    + bench_overrides,
+                    ("evaluate.overrides",) + ((f"evaluate.benchmarks.{bench}",) if bench else ())))
+    return stages
+
+
+def run(cfg: DictConfig) -> dict:
+    hydra_cfg = HydraConfig.get()
+    root = Path(hydra_cfg.runtime.output_dir)
+    # The group option (model=mini), passed on to every stage.
+    stages = plan(cfg, root, hydra_cfg.runtime.choices["model"])
+    check_stages(stages)  # before any stage runs: a bad override costs nothing
+    started = time.monotonic()
+    for stage in stages:
+        _run_stage(stage)
     report = None
     if cfg.report:
         from selfdebug.analysis.report import write_report

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,23 @@ os.environ.setdefault("WANDB_MODE", "offline")
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+# What a command line must not load before it has checked its config: a mistyped value should cost a second,
+# not the 5-10 s these take to import.
+HEAVY_MODULES = frozenset({"torch", "pytorch_lightning", "transformers"})
+
+
+def run_profiled(module: str, *args: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``python -X importtime -m module args`` from the repository root: the finished process, with the import
+    profile taken out of its stderr, and the set of every module it imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *args], check=False, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    lines = proc.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:") and "|" in line}
+    messages = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, messages), imported
 
 
 # --- CPU threads -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import data_dir, load_mbpp
-from tests.conftest import REPO
+from tests.conftest import HEAVY_MODULES, REPO, run_profiled
 from tests.openai_server import FakeOpenAIServer, Fault
 
 
@@ -298,6 +299,22 @@ def test_worked_examples_show_the_sandbox_feedback_and_fixes_that_pass():
     assert [r.feedback for r in wrong] == [feedback for _, _, feedback, _, _ in examples]
     assert not any(r.passed for r in wrong) and all(r.passed for r in fixed)
     assert [p.task_id for p, *_ in worked_examples(pool, 2, exclude="MBPP/2")] == ["MBPP/3", "MBPP/4"]
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["mutants_per_problem=-1"], r"error: mutants_per_problem = -1; it must be >= 0"),
+    (["n_initial=0", "mutants_per_problem=0"], r"error: n_initial = 0 and mutants_per_problem = 0: nothing would"),
+    (["+data.limits.nosuch=3"], r"error: data\.limits: \['nosuch'\] name no source in data\.sources"),
+])
+def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, overrides, pattern):
+    # Checked before the seeding (which loads torch), the data, the teacher and the student: about a second.
+    run_dir = tmp_path / "run"
+    proc, imported = run_profiled("selfdebug.collect", f"hydra.run.dir={run_dir}", "+exp=collect_quickstart",
+                                  *overrides)
+    assert "selfdebug.collect.app" in imported, proc.stderr[-2000:]
+    assert not HEAVY_MODULES & imported
+    assert proc.returncode == 2 and re.search(pattern, proc.stderr), proc.stderr[-2000:]
+    assert not (run_dir / "work").exists() and not (run_dir / "dataset").exists()
 
 
 def test_paper_collection_preset_composes():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfdebug.problems import load_humaneval, load_humanevalpack
-from tests.conftest import REPO
+from tests.conftest import HEAVY_MODULES, REPO, run_profiled
 from tests.openai_server import FakeOpenAIServer
 
 
@@ -298,6 +298,20 @@ def test_unknown_start(tmp_path):
     proc = evaluate(tmp_path, "start=resume", "model=reference", "limit=1", "logger=none")
     assert_clean_failure(proc, tmp_path, r"start = 'resume'")
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("n_samples=0", r"error: n_samples = 0; it must be at least 1"),
+    ("limit=0", r"error: limit = 0; it must be a positive number of problems"),
+    ("explanation_score=maybe", r"error: explanation_score = 'maybe'; choose auto"),
+])
+def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, override, pattern):
+    # Checked before the seeding (which loads torch), the benchmark and the model: about a second.
+    proc, imported = run_profiled("selfdebug.evaluate", f"hydra.run.dir={tmp_path}", "+exp=eval_quickstart", override)
+    assert "selfdebug.evaluate.app" in imported, proc.stderr[-2000:]
+    assert not HEAVY_MODULES & imported
+    assert_clean_failure(proc, tmp_path, pattern)
+    assert proc.returncode == 2 and not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("override, pattern", [

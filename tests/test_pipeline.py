@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import HEAVY_MODULES, REPO, run_profiled
 
 
 def _list(key: str, items: list[str]) -> str:
@@ -155,6 +156,53 @@ def test_a_bad_benchmarks_entry_stops_the_pipeline_before_any_stage(tmp_path, ov
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"error: {key} = " in done.stderr
     assert "[pipeline]" not in done.stdout and not (tmp_path / "pipe" / "collect").exists()
+
+
+@pytest.mark.parametrize("override, stage, keys, pattern", [
+    (_list("collect.overrides", ["+exp=collect_quickstart", "mutants_per_problem=-1"]), "collect",
+     "collect.overrides", r"mutants_per_problem = -1; it must be >= 0"),
+    (_list("sft.overrides", ["+exp=sft_quickstart", "sft.lr=abc"]), "sft", "sft.overrides",
+     r"Error merging override sft\.lr=abc\nValue 'abc' of type 'str' could not be converted to Float"),
+    (_list("sft.overrides", ["+exp=sft_quickstart", "peft=nosuch"]), "sft", "sft.overrides",
+     r"In 'train': Could not find 'peft/nosuch'\n\nAvailable options in 'peft':"),
+    (_list("rl.overrides", ["+exp=rl_quickstart", "rl.lam=2"]), "rl", "rl.overrides",
+     r"rl\.lam = 2\.0; it must be in \[0\.0, 1\.0\]"),
+    (_list("evaluate.overrides", ["n_samples=0"]), "evaluate:base:mbpp_mutants",
+     "evaluate.overrides, evaluate.benchmarks.mbpp_mutants", r"n_samples = 0; it must be at least 1"),
+    (_list("evaluate.benchmarks.humanevalfix", ["benchmark=humanevalfix", "limit=0"]), "evaluate:base:humanevalfix",
+     "evaluate.overrides, evaluate.benchmarks.humanevalfix", r"limit = 0; it must be a positive number"),
+])
+def test_a_bad_stage_override_stops_the_pipeline_before_any_stage_runs(tmp_path, override, stage, keys, pattern):
+    # Each stage's config is composed and checked up front, as its command line will compose it: an RL typo
+    # fails in a second instead of after collection and SFT (half an hour of the quickstart), torch not loaded.
+    run_dir = tmp_path / "pipe"
+    proc, imported = run_profiled("selfdebug.pipeline", f"hydra.run.dir={run_dir}", "+exp=quickstart", override)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(rf"error: stage {stage} \({keys}\): {pattern}", proc.stderr), proc.stderr[-2000:]
+    assert "[pipeline]" not in proc.stdout
+    assert {p.name for p in run_dir.iterdir()} <= {".hydra", "pipeline.log"}
+    assert "selfdebug.collect.app" in imported and not HEAVY_MODULES & imported  # the first stage was checked
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["+exp=quickstart"], SMALL,
+    ["+exp=quickstart", '+evaluate.benchmarks.mbpp_mutants_all=["benchmark=mbpp_mutants","limit=null"]'],
+])
+def test_the_shipped_pipelines_pass_their_stage_checks(tmp_path, overrides):
+    # The default, the quickstart (README's main command), this file's small pipeline and the README table's:
+    # every stage composes and passes its command line's checks, so none of them is stopped by check_stages.
+    from hydra import compose, initialize_config_dir
+
+    from selfdebug.core.cli import CONF_DIR
+    from selfdebug.pipeline import check_stages, plan
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("pipeline", overrides=overrides, return_hydra_config=True)
+        stages = plan(cfg, tmp_path, cfg.hydra.runtime.choices.model)
+        check_stages(stages)
+    names = [s.name for s in stages]
+    assert names[:3] == ["collect", "sft", "rl"]
+    assert len(names) == 3 + 3 * max(1, len(cfg.evaluate.benchmarks or {}))
 
 
 def test_trained_models_keep_the_base_models_chat_format():

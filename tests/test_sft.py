@@ -19,7 +19,7 @@ from selfdebug.train.app import run
 from selfdebug.train.lifecycle import cpu_has_bf16, resolve_precision
 from selfdebug.train.model import check_target_modules, generation_context
 from selfdebug.train.sft.module import warmup_cosine
-from tests.conftest import REPO
+from tests.conftest import HEAVY_MODULES, REPO, run_profiled
 from tests.test_sft_data import write_sft_dataset
 
 CONF = REPO / "conf"
@@ -287,9 +287,6 @@ def test_bad_input_stops_before_training(tmp_path, dataset, tiny_cache_dir, case
     assert_stopped_before_training(proc, run_dir, pattern)
 
 
-HEAVY_MODULES = {"torch", "pytorch_lightning", "transformers"}
-
-
 @pytest.mark.parametrize("overrides, pattern", [
     (["sft.batch_size=0"], r"error: sft\.batch_size = 0; it must be >= 1"),
     (["+exp=rl_quickstart", "rl.lam=2"], r"error: rl\.lam = 2\.0; it must be in \[0\.0, 1\.0\]"),
@@ -301,15 +298,10 @@ def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, overrides, patte
     # mistyped value costs a second, not the 5-10 s of those imports. Python's import profile lists every
     # module the process imported.
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "selfdebug.train", f"hydra.run.dir={run_dir}",
-                           *overrides], check=False, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:") and "|" in line}
+    proc, imported = run_profiled("selfdebug.train", f"hydra.run.dir={run_dir}", *overrides)
     assert "selfdebug.train.app" in imported, proc.stderr[-2000:]  # the profile saw the entry point
     assert not HEAVY_MODULES & imported
-    messages = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
-    assert_stopped_before_training(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, messages),
-                                   run_dir, pattern)
+    assert_stopped_before_training(proc, run_dir, pattern)
 
 
 def test_a_filtered_out_dataset_and_too_few_examples_are_config_errors(tmp_path, dataset, tiny_cache_dir):

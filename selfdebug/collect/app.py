@@ -63,12 +63,32 @@ def student_configs(cfg: DictConfig) -> dict:
     return dict(students.items())
 
 
-def load_sources(cfg: DictConfig) -> list:
-    problems, seen = [], set()
+def check_limits(cfg: DictConfig) -> None:
     unknown = set((cfg.data.get("limits") or {}).keys()) - set(cfg.data.sources.keys())
     if unknown:
         raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
                           f"({sorted(cfg.data.sources.keys())})")
+
+
+CONFIG_NAME = "collect"  # conf/collect.yaml; the pipeline composes it too, to check the stage before running any
+
+
+def check(cfg: DictConfig):
+    """(settings, sandbox config) once every cheap check has passed: before any data, model or torch loads."""
+    from selfdebug.execution import SandboxConfig
+
+    settings = settings_from_config(cfg)
+    if settings.n_initial == 0 and settings.mutants_per_problem == 0:
+        raise ConfigError("n_initial = 0 and mutants_per_problem = 0: nothing would make wrong programs")
+    if settings.n_initial > 0:
+        student_configs(cfg)
+    check_limits(cfg)
+    return settings, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+
+
+def load_sources(cfg: DictConfig) -> list:
+    problems, seen = [], set()
+    check_limits(cfg)
     for name, loader in cfg.data.sources.items():
         loaded = hydra.utils.instantiate(loader)
         limit = source_limit(cfg, name)
@@ -131,16 +151,15 @@ def run(cfg: DictConfig) -> dict:
         wrong_solutions,
     )
     from selfdebug.core.tracking import logger_from_config
-    from selfdebug.execution import Sandbox, SandboxConfig
+    from selfdebug.execution import Sandbox
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir = run_dir / "dataset"
     if (out_dir / "stats.json").exists():
         print(f"collection already complete: {out_dir}", flush=True)
         return json.loads((out_dir / "stats.json").read_text())
-    seed_everything(int(cfg.seed))
-    settings = settings_from_config(cfg)
-    sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+    settings, sandbox_config = check(cfg)
+    seed_everything(int(cfg.seed))  # after the checks: it loads torch
     problems = load_sources(cfg)
     problems, decontam = decontaminate(cfg, problems)
     # The whole pool: each prompt takes few_shot of it that are not its own problem.
@@ -148,8 +167,6 @@ def run(cfg: DictConfig) -> dict:
     teacher = hydra.utils.instantiate(cfg.teacher.teacher)
     student = ({name: hydra.utils.instantiate(c.generator) for name, c in student_configs(cfg).items()}
                if settings.n_initial > 0 else None)
-    if student is None and settings.mutants_per_problem == 0:
-        raise ConfigError("n_initial = 0 and mutants_per_problem = 0: nothing would make wrong programs")
     work_dir = run_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
     logger = logger_from_config(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="collect")
@@ -196,7 +213,7 @@ def run(cfg: DictConfig) -> dict:
     return stats
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="collect")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)

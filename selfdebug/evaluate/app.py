@@ -37,10 +37,14 @@ def select_problems(problems: list, limit: int | None, task_ids) -> list:
             raise ConfigError(f"task_ids: {missing[:5]} are not in the benchmark (ids look like {problems[0].task_id!r})")
         problems = [by_id[t] for t in wanted]
     if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"limit = {limit}; it must be a positive number of problems, or null for all")
+        check_limit(limit)
         problems = problems[:limit]
     return problems
+
+
+def check_limit(limit) -> None:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit = {limit}; it must be a positive number of problems, or null for all")
 
 
 def settings_from_config(cfg: DictConfig):
@@ -67,8 +71,8 @@ def judge_from_config(cfg: DictConfig):
         log.warning("judge=%s skipped: mode=%s asks for code only, so there are no explanations to score",
                     cfg.judge.name, cfg.mode)
         return None
-    from selfdebug.generation import SamplingParams
     from selfdebug.evaluate.judge import JudgeSettings, Rubric
+    from selfdebug.generation import SamplingParams
 
     rubric = Rubric.from_dict(OmegaConf.to_container(cfg.judge.rubric, resolve=True))
     rounds = cfg.judge.get("rounds")
@@ -109,19 +113,29 @@ def run_judge(cfg: DictConfig, setup, rows: list[dict], problems: list, run_dir:
                            int(cfg.seed))
 
 
-def run(cfg: DictConfig) -> dict:
-    from selfdebug.evaluate.explanation_score import check_keys
-    from selfdebug.evaluate.protocol import check_examples, check_start, run_self_debug, summarize
-    from selfdebug.execution import Sandbox, SandboxConfig
-    from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
+CONFIG_NAME = "evaluate"  # conf/evaluate.yaml; the pipeline composes it too, to check the stage before running any
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    seed_everything(int(cfg.seed))
-    # Everything that can be checked cheaply is checked before the model loads.
+
+def check(cfg: DictConfig):
+    """(settings, judge setup, sandbox config) once every check that needs no data, model or torch has passed."""
+    from selfdebug.evaluate.explanation_score import check_keys
+    from selfdebug.execution import SandboxConfig
+
     settings = settings_from_config(cfg)
     judge_setup = judge_from_config(cfg)
     check_keys(cfg.explanation_score, cfg.explanation_model)
-    sandbox_config = SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+    check_limit(cfg.limit)
+    return settings, judge_setup, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+
+
+def run(cfg: DictConfig) -> dict:
+    from selfdebug.core.tracking import logger_from_config, write_json_atomic, write_jsonl_atomic
+    from selfdebug.evaluate.protocol import check_examples, check_start, run_self_debug, summarize
+    from selfdebug.execution import Sandbox
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    settings, judge_setup, sandbox_config = check(cfg)
+    seed_everything(int(cfg.seed))  # after the checks: it loads torch
     problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
     check_start(problems, settings)
     examples = hydra.utils.instantiate(cfg.few_shot_examples) if settings.few_shot else []
@@ -201,7 +215,7 @@ def run(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)

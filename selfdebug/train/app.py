@@ -38,17 +38,25 @@ STAGES = {
 }
 
 
-def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
-    run_dir = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
+CONFIG_NAME = "train"  # conf/train.yaml; the pipeline composes it too, to check a stage before running any
+
+
+def check(cfg: DictConfig) -> str:
+    """The recipe module of ``cfg.stage``, once the stage's settings block has passed its checks (no torch)."""
     stage = str(cfg.stage)
     if stage not in STAGES:
         raise ConfigError(f"stage = {stage!r}; expected one of {sorted(STAGES)}")
     module, settings_class, missing_hint = STAGES[stage]
     settings_from(settings_class, cfg.get(stage), stage, missing_hint=missing_hint)  # the recipe builds it again
-    return importlib.import_module(module).run(cfg, run_dir)
+    return module
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    run_dir = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
+    return importlib.import_module(check(cfg)).run(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -68,13 +69,17 @@ class Stage:
     def done(self) -> bool:
         return _done(self.name.split(":")[0], self.run_dir)
 
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, f"hydra.run.dir={self.run_dir}", *self.overrides]
+
 
 def _run_stage(stage: Stage) -> None:
     name, run_dir = stage.name, stage.run_dir
     if stage.done:
         print(f"[pipeline] {name}: complete output found in {run_dir}, skipped", flush=True)
         return
-    cmd = [sys.executable, "-m", stage.module, f"hydra.run.dir={run_dir}", *stage.overrides]
+    cmd = stage.command
     print(f"[pipeline] {name}: {' '.join(cmd[1:])}", flush=True)
     start = time.monotonic()
     code = subprocess.run(cmd, env=os.environ.copy()).returncode
@@ -208,6 +213,11 @@ def run(cfg: DictConfig) -> dict:
     # The group option (model=mini), passed on to every stage.
     stages = plan(cfg, root, hydra_cfg.runtime.choices["model"])
     check_stages(stages)  # before any stage runs: a bad override costs nothing
+    if cfg.dry_run:
+        for stage in stages:
+            state = f"complete output found in {stage.run_dir}" if stage.done else "would run"
+            print(f"[pipeline] {stage.name}: {state}: {shlex.join(['python', *stage.command[1:]])}", flush=True)
+        return {"run_dir": str(root), "report": None, "seconds": 0.0, "stages": [s.name for s in stages]}
     started = time.monotonic()
     for stage in stages:
         _run_stage(stage)

@@ -205,6 +205,37 @@ def test_the_shipped_pipelines_pass_their_stage_checks(tmp_path, overrides):
     assert len(names) == 3 + 3 * max(1, len(cfg.evaluate.benchmarks or {}))
 
 
+def test_a_dry_run_prints_each_stages_command_and_runs_none(tmp_path):
+    # dry_run=true: the stages are checked and their command lines printed, marked complete or to run. Run by
+    # hand, a printed command does the stage's work where the pipeline will look for it, and a second dry run
+    # then finds that stage complete.
+    from selfdebug.core.models import ensure_tiny
+
+    run_dir = tmp_path / "pipe"
+    _finished_training(run_dir, ensure_tiny())
+    overrides = ["+exp=quickstart", "model=tiny", "wandb=false", "evaluate.benchmarks=null",
+                 _list("evaluate.overrides", ["limit=2", "n_samples=1", "rounds=1", "ks=[1]",
+                                              "sampling.max_new_tokens=8", "progress=false"])]
+    dry = _pipeline(run_dir, *overrides, "dry_run=true", timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    lines = {m.group(1): (m.group(2), m.group(3))
+             for m in re.finditer(r"^\[pipeline\] (\S+): (would run|complete output found in \S+): (.*)$", dry.stdout,
+                                  re.MULTILINE)}
+    assert list(lines) == ["collect", "sft", "rl", "evaluate:base", "evaluate:sft", "evaluate:rl"]
+    assert [state == "would run" for state, _ in lines.values()] == [False] * 3 + [True] * 3
+    assert not (run_dir / "evaluate").exists() and not (run_dir / "report").exists()
+
+    command = lines["evaluate:base"][1]
+    assert command.startswith("python -m selfdebug.evaluate hydra.run.dir=")
+    by_hand = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=600,
+                             check=False, env={**os.environ, "WANDB_MODE": "offline"})
+    assert by_hand.returncode == 0, by_hand.stderr[-3000:]
+    assert json.loads((run_dir / "evaluate" / "base" / "results.json").read_text())["model"] == "tiny"
+    again = _pipeline(run_dir, *overrides, "dry_run=true", timeout=300)
+    assert "evaluate:base: complete output found" in again.stdout
+    assert "evaluate:sft: would run" in again.stdout
+
+
 def test_trained_models_keep_the_base_models_chat_format():
     from hydra import compose, initialize_config_dir
 

@@ -93,17 +93,27 @@ def check_stages(stages: list[Stage]) -> None:
     """Composes the config of every stage still to run, as its command line will, and runs that command's own
     cheap checks (``check(cfg)`` of its app module: settings ranges, config keys; no data, model or torch), so
     a mistyped SFT, RL or evaluation override fails now, in a second or two, rather than after the stages
-    before it have run for half an hour."""
+    before it have run for half an hour. The folders a training stage reads (``input_paths``) must exist or lie
+    in the run dir of an earlier stage that is still to run."""
+    coming: list[Path] = []  # the run dirs of the earlier stages still to run: their outputs do not exist yet
     for stage in stages:
         if stage.done:
             continue
         app = STAGE_APPS[stage.module]
+        where = f"stage {stage.name} ({', '.join(stage.keys)})"
         # Hydra's own keys (the run dir, a launcher) do not reach the stage's config; compose has no use for them.
         overrides = [o for o in stage.overrides if not re.match(r"[+~]*hydra[./]", o)]
         try:
-            app.check(compose(config_name=app.CONFIG_NAME, overrides=overrides))
+            cfg = compose(config_name=app.CONFIG_NAME, overrides=overrides)
+            app.check(cfg)
         except (SelfDebugError, HydraException, OmegaConfBaseException) as exc:
-            raise ConfigError(f"stage {stage.name} ({', '.join(stage.keys)}): {_reason(exc)}") from None
+            raise ConfigError(f"{where}: {_reason(exc)}") from None
+        for key, value in (app.input_paths(cfg) if hasattr(app, "input_paths") else {}).items():
+            path = Path(value).expanduser().resolve()
+            if not path.exists() and not any(path.is_relative_to(d) for d in coming):
+                raise ConfigError(f"{where}: {key} = {value!r} does not exist, and no earlier stage of this pipeline "
+                                  "writes it")
+        coming.append(stage.run_dir.resolve())
 
 
 def _reason(exc: Exception) -> str:

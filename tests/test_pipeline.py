@@ -205,6 +205,30 @@ def test_the_shipped_pipelines_pass_their_stage_checks(tmp_path, overrides):
     assert len(names) == 3 + 3 * max(1, len(cfg.evaluate.benchmarks or {}))
 
 
+def test_a_training_input_that_no_stage_writes_stops_the_pipeline_before_any_stage_runs(tmp_path):
+    # With collection or SFT switched off, the dataset / SFT model must already exist: a wrong path fails now,
+    # not after the stages before the one that reads it. A path an earlier stage will write is fine.
+    run_dir, elsewhere = tmp_path / "pipe", tmp_path / "mine"
+    (elsewhere / "dataset").mkdir(parents=True)
+    rl = ["+exp=rl_quickstart", f"dataset.path={elsewhere / 'dataset'}"]
+    cases = [
+        (["collect.enabled=false"], rf"error: stage sft \(sft.overrides\): dataset\.path = '{run_dir}/collect/dataset' "
+         r"does not exist, and no earlier stage of this pipeline writes it"),
+        (["sft.enabled=false", _list("rl.overrides", [*rl, f"rl.sft_checkpoint={tmp_path / 'nope'}"])],
+         r"error: stage rl \(rl.overrides\): rl\.sft_checkpoint = '.*/nope' does not exist"),
+    ]
+    for overrides, pattern in cases:
+        proc = _pipeline(run_dir, "+exp=quickstart", "dry_run=true", *overrides, timeout=120)
+        assert proc.returncode == 2 and re.search(pattern, proc.stderr), proc.stderr[-2000:]
+        assert "[pipeline]" not in proc.stdout and not (run_dir / "collect").exists()
+    # Collection off, SFT and RL on a dataset of the user's: SFT's model is RL's input, written by SFT first.
+    ok = _pipeline(run_dir, "+exp=quickstart", "dry_run=true", "collect.enabled=false",
+                   _list("sft.overrides", ["+exp=sft_quickstart", f"dataset.path={elsewhere / 'dataset'}"]),
+                   _list("rl.overrides", rl), timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert f"rl: would run: python -m selfdebug.train hydra.run.dir={run_dir}/rl" in ok.stdout
+
+
 def test_a_dry_run_prints_each_stages_command_and_runs_none(tmp_path):
     # dry_run=true: the stages are checked and their command lines printed, marked complete or to run. Run by
     # hand, a printed command does the stage's work where the pipeline will look for it, and a second dry run

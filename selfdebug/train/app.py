@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from selfdebug.core.cli import CONF_DIR, user_errors
 from selfdebug.core.errors import ConfigError
@@ -49,6 +49,18 @@ def check(cfg: DictConfig) -> str:
     module, settings_class, missing_hint = STAGES[stage]
     settings_from(settings_class, cfg.get(stage), stage, missing_hint=missing_hint)  # the recipe builds it again
     return module
+
+
+def input_paths(cfg: DictConfig) -> dict[str, str]:
+    """The local folders an SFT or PPO run reads, by config key: the dataset and PPO's starting SFT model (when
+    set). The pipeline checks they exist, or that an earlier stage of it writes them, before it starts."""
+    stage = str(cfg.stage)
+    out = {}
+    if stage in ("sft", "rl") and OmegaConf.select(cfg, "dataset.path") is not None:
+        out["dataset.path"] = str(cfg.dataset.path)
+    if stage == "rl" and OmegaConf.select(cfg, "rl.sft_checkpoint") is not None:
+        out["rl.sft_checkpoint"] = str(cfg.rl.sft_checkpoint)
+    return out
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:

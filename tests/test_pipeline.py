@@ -212,8 +212,8 @@ def test_a_training_input_that_no_stage_writes_stops_the_pipeline_before_any_sta
     (elsewhere / "dataset").mkdir(parents=True)
     rl = ["+exp=rl_quickstart", f"dataset.path={elsewhere / 'dataset'}"]
     cases = [
-        (["collect.enabled=false"], rf"error: stage sft \(sft.overrides\): dataset\.path = '{run_dir}/collect/dataset' "
-         r"does not exist, and no earlier stage of this pipeline writes it"),
+        (["collect.enabled=false"], (rf"error: stage sft \(sft.overrides\): dataset\.path = '{run_dir}/collect/"
+                                     r"dataset' does not exist, and no earlier stage of this pipeline writes it")),
         (["sft.enabled=false", _list("rl.overrides", [*rl, f"rl.sft_checkpoint={tmp_path / 'nope'}"])],
          r"error: stage rl \(rl.overrides\): rl\.sft_checkpoint = '.*/nope' does not exist"),
     ]

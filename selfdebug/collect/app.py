@@ -63,13 +63,6 @@ def student_configs(cfg: DictConfig) -> dict:
     return dict(students.items())
 
 
-def check_limits(cfg: DictConfig) -> None:
-    unknown = set((cfg.data.get("limits") or {}).keys()) - set(cfg.data.sources.keys())
-    if unknown:
-        raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
-                          f"({sorted(cfg.data.sources.keys())})")
-
-
 CONFIG_NAME = "collect"  # conf/collect.yaml; the pipeline composes it too, to check the stage before running any
 
 
@@ -82,13 +75,16 @@ def check(cfg: DictConfig):
         raise ConfigError("n_initial = 0 and mutants_per_problem = 0: nothing would make wrong programs")
     if settings.n_initial > 0:
         student_configs(cfg)
-    check_limits(cfg)
+    unknown = set((cfg.data.get("limits") or {}).keys()) - set(cfg.data.sources.keys())
+    if unknown:
+        raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
+                          f"({sorted(cfg.data.sources.keys())})")
     return settings, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 
 def load_sources(cfg: DictConfig) -> list:
+    """The problems of every ``data.sources`` entry, capped; ``check(cfg)`` has vetted ``data.limits``."""
     problems, seen = [], set()
-    check_limits(cfg)
     for name, loader in cfg.data.sources.items():
         loaded = hydra.utils.instantiate(loader)
         limit = source_limit(cfg, name)

@@ -37,14 +37,8 @@ def select_problems(problems: list, limit: int | None, task_ids) -> list:
             raise ConfigError(f"task_ids: {missing[:5]} are not in the benchmark (ids look like {problems[0].task_id!r})")
         problems = [by_id[t] for t in wanted]
     if limit is not None:
-        check_limit(limit)
-        problems = problems[:limit]
+        problems = problems[:limit]  # check(cfg) has refused a limit below 1
     return problems
-
-
-def check_limit(limit) -> None:
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit = {limit}; it must be a positive number of problems, or null for all")
 
 
 def settings_from_config(cfg: DictConfig):
@@ -124,7 +118,8 @@ def check(cfg: DictConfig):
     settings = settings_from_config(cfg)
     judge_setup = judge_from_config(cfg)
     check_keys(cfg.explanation_score, cfg.explanation_model)
-    check_limit(cfg.limit)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"limit = {cfg.limit}; it must be a positive number of problems, or null for all")
     return settings, judge_setup, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 

@@ -73,16 +73,21 @@ class Stage:
     def command(self) -> list[str]:
         return [sys.executable, "-m", self.module, f"hydra.run.dir={self.run_dir}", *self.overrides]
 
+    @property
+    def shell_line(self) -> str:
+        """The command as one shell-quoted line, for the log and the dry run: ``python -m ...`` (the pipeline
+        runs it with its own interpreter, ``sys.executable``)."""
+        return shlex.join(["python", *self.command[1:]])
+
 
 def _run_stage(stage: Stage) -> None:
     name, run_dir = stage.name, stage.run_dir
     if stage.done:
         print(f"[pipeline] {name}: complete output found in {run_dir}, skipped", flush=True)
         return
-    cmd = stage.command
-    print(f"[pipeline] {name}: {' '.join(cmd[1:])}", flush=True)
+    print(f"[pipeline] {name}: {stage.shell_line}", flush=True)
     start = time.monotonic()
-    code = subprocess.run(cmd, env=os.environ.copy()).returncode
+    code = subprocess.run(stage.command, env=os.environ.copy()).returncode
     if code != 0:
         raise SelfDebugError(f"stage {name} failed with exit status {code}; fix the cause and run the same command "
                              f"again: finished stages are skipped and {name} resumes from {run_dir}")
@@ -93,8 +98,9 @@ def check_stages(stages: list[Stage]) -> None:
     """Composes the config of every stage still to run, as its command line will, and runs that command's own
     cheap checks (``check(cfg)`` of its app module: settings ranges, config keys; no data, model or torch), so
     a mistyped SFT, RL or evaluation override fails now, in a second or two, rather than after the stages
-    before it have run for half an hour. The folders a training stage reads (``input_paths``) must exist or lie
-    in the run dir of an earlier stage that is still to run."""
+    before it have run for half an hour. The local files and folders a stage reads (its app's ``input_paths``:
+    a dataset, a model folder, a benchmark file) must exist or lie in the run dir of an earlier stage that is
+    still to run."""
     coming: list[Path] = []  # the run dirs of the earlier stages still to run: their outputs do not exist yet
     for stage in stages:
         if stage.done:
@@ -108,7 +114,7 @@ def check_stages(stages: list[Stage]) -> None:
             app.check(cfg)
         except (SelfDebugError, HydraException, OmegaConfBaseException) as exc:
             raise ConfigError(f"{where}: {_reason(exc)}") from None
-        for key, value in (app.input_paths(cfg) if hasattr(app, "input_paths") else {}).items():
+        for key, value in app.input_paths(cfg).items():
             path = Path(value).expanduser().resolve()
             if not path.exists() and not any(path.is_relative_to(d) for d in coming):
                 raise ConfigError(f"{where}: {key} = {value!r} does not exist, and no earlier stage of this pipeline "
@@ -226,7 +232,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.dry_run:
         for stage in stages:
             state = f"complete output found in {stage.run_dir}" if stage.done else "would run"
-            print(f"[pipeline] {stage.name}: {state}: {shlex.join(['python', *stage.command[1:]])}", flush=True)
+            print(f"[pipeline] {stage.name}: {state}: {stage.shell_line}", flush=True)
         return {"run_dir": str(root), "report": None, "seconds": 0.0, "stages": [s.name for s in stages]}
     started = time.monotonic()
     for stage in stages:

@@ -171,6 +171,13 @@ def test_model_path_that_does_not_exist(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_an_unknown_task_id_names_it_and_the_benchmarks_id_form(tmp_path):
+    proc = evaluate(tmp_path, "benchmark=humanevalfix", "model=reference", "logger=none", "task_ids=[Python/0,HumanEval/1]")
+    assert_clean_failure(proc, tmp_path, r"error: task_ids: no problem 'HumanEval/1' in this benchmark \(its ids look "
+                                         r"like 'Python/0'\)")
+    assert proc.returncode == 2
+
+
 # ------------------------------------------------------------------------------------------------ repair benchmarks
 
 def test_humanevalfix_reference_repairs_every_given_program(tmp_path):
@@ -304,6 +311,8 @@ def test_unknown_start(tmp_path):
     ("n_samples=0", r"error: n_samples = 0; it must be at least 1"),
     ("limit=0", r"error: limit = 0; it must be a positive number of problems"),
     ("explanation_score=maybe", r"error: explanation_score = 'maybe'; choose auto"),
+    # HumanEval+ ships no file: its path is ??? in conf/, a traceback from the loader before it was checked.
+    ("benchmark=humaneval_plus", r"error: benchmark\.loader\.path: required and not set"),
 ])
 def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, override, pattern):
     # Checked before the seeding (which loads torch), the benchmark and the model: about a second.

@@ -171,6 +171,13 @@ def test_a_bad_benchmarks_entry_stops_the_pipeline_before_any_stage(tmp_path, ov
      "evaluate.overrides, evaluate.benchmarks.mbpp_mutants", r"n_samples = 0; it must be at least 1"),
     (_list("evaluate.benchmarks.humanevalfix", ["benchmark=humanevalfix", "limit=0"]), "evaluate:base:humanevalfix",
      "evaluate.overrides, evaluate.benchmarks.humanevalfix", r"limit = 0; it must be a positive number"),
+    # A mandatory value left unset (??? in conf/): HumanEval+ ships no file, model=hf names no checkpoint.
+    (_list("+evaluate.benchmarks.hep", ["benchmark=humaneval_plus"]), "evaluate:base:hep",
+     "evaluate.overrides, evaluate.benchmarks.hep",
+     (r"benchmark\.loader\.path: required and not set \(\?\?\? in the config\); give it on the command line, "
+      r"e\.g\. benchmark\.loader\.path=<value>")),
+    (_list("sft.overrides", ["+exp=sft_quickstart", "model=hf"]), "sft", "sft.overrides",
+     r"model\.name_or_path: required and not set"),
 ])
 def test_a_bad_stage_override_stops_the_pipeline_before_any_stage_runs(tmp_path, override, stage, keys, pattern):
     # Each stage's config is composed and checked up front, as its command line will compose it: an RL typo
@@ -205,17 +212,26 @@ def test_the_shipped_pipelines_pass_their_stage_checks(tmp_path, overrides):
     assert len(names) == 3 + 3 * max(1, len(cfg.evaluate.benchmarks or {}))
 
 
-def test_a_training_input_that_no_stage_writes_stops_the_pipeline_before_any_stage_runs(tmp_path):
+def test_a_stage_input_that_no_stage_writes_stops_the_pipeline_before_any_stage_runs(tmp_path):
     # With collection or SFT switched off, the dataset / SFT model must already exist: a wrong path fails now,
-    # not after the stages before the one that reads it. A path an earlier stage will write is fine.
+    # not after the stages before the one that reads it. So must a data file or a local model a stage names.
+    # A path an earlier stage will write is fine.
     run_dir, elsewhere = tmp_path / "pipe", tmp_path / "mine"
     (elsewhere / "dataset").mkdir(parents=True)
     rl = ["+exp=rl_quickstart", f"dataset.path={elsewhere / 'dataset'}"]
+    nope = tmp_path / "nope"
     cases = [
         (["collect.enabled=false"], (rf"error: stage sft \(sft.overrides\): dataset\.path = '{run_dir}/collect/"
                                      r"dataset' does not exist, and no earlier stage of this pipeline writes it")),
-        (["sft.enabled=false", _list("rl.overrides", [*rl, f"rl.sft_checkpoint={tmp_path / 'nope'}"])],
+        (["sft.enabled=false", _list("rl.overrides", [*rl, f"rl.sft_checkpoint={nope}"])],
          r"error: stage rl \(rl.overrides\): rl\.sft_checkpoint = '.*/nope' does not exist"),
+        ([_list("collect.overrides", ["+exp=collect_quickstart", f"data.sources.mbpp.path={nope}/mbpp.jsonl"])],
+         r"error: stage collect \(collect.overrides\): data\.sources\.mbpp\.path = '.*/nope/mbpp\.jsonl' does not"),
+        ([_list("sft.overrides", ["+exp=sft_quickstart", "model=hf", "model.name_or_path=outputs/no/such/model"])],
+         r"error: stage sft \(sft.overrides\): model\.name_or_path = 'outputs/no/such/model' does not exist"),
+        ([_list("+evaluate.benchmarks.hep", ["benchmark=humaneval_plus", f"benchmark.loader.path={nope}/he.jsonl"])],
+         (r"error: stage evaluate:base:hep \(evaluate.overrides, evaluate.benchmarks.hep\): benchmark\.loader\.path "
+          r"= '.*/nope/he\.jsonl' does not exist")),
     ]
     for overrides, pattern in cases:
         proc = _pipeline(run_dir, "+exp=quickstart", "dry_run=true", *overrides, timeout=120)

@@ -8,6 +8,7 @@ sandbox-backed checks live with the judge.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -473,8 +474,13 @@ def test_load_benchmark_selection(data_dir_path):
     picked = load_benchmark("MBPP-sanitized", task_ids=["MBPP-sanitized/12", "MBPP-sanitized/11"])
     assert [p.task_id for p in picked] == ["MBPP-sanitized/12", "MBPP-sanitized/11"]
     assert len(load_benchmark("humaneval", limit=5)) == 5
-    with pytest.raises(ConfigError, match="no problem 'MBPP/1'"):
+    with pytest.raises(ConfigError, match=r"no problem 'MBPP/1' in this benchmark \(its ids look like 'MBPP/11'\)"):
         load_benchmark("mbpp", task_ids=["MBPP/1"])
+    # Repeated ids count once; ids given as numbers (a config list) are compared as text.
+    assert [p.task_id for p in load_benchmark("mbpp", task_ids=["MBPP/12", "MBPP/12", "MBPP/11"])] == [
+        "MBPP/12", "MBPP/11"]
+    numbered = [dataclasses.replace(load_benchmark("mbpp", limit=1)[0], task_id="7")]
+    assert select_problems(numbered, task_ids=[7]) == numbered
     with pytest.raises(ConfigError, match="limit"):
         select_problems([], limit=-1)
 

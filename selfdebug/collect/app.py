@@ -21,8 +21,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from selfdebug.core.cli import CONF_DIR, seed_everything, user_errors
+from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError, DataError
+from selfdebug.core.models import local_model_path
 
 log = logging.getLogger("selfdebug.collect")
 
@@ -70,6 +71,7 @@ def check(cfg: DictConfig):
     """(settings, sandbox config) once every cheap check has passed: before any data, model or torch loads."""
     from selfdebug.execution import SandboxConfig
 
+    check_required(cfg)
     settings = settings_from_config(cfg)
     if settings.n_initial == 0 and settings.mutants_per_problem == 0:
         raise ConfigError("n_initial = 0 and mutants_per_problem = 0: nothing would make wrong programs")
@@ -80,6 +82,24 @@ def check(cfg: DictConfig):
         raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
                           f"({sorted(cfg.data.sources.keys())})")
     return settings, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+
+
+def input_paths(cfg: DictConfig) -> dict[str, str]:
+    """The local files and folders a collection reads, by config key: each data source's own file and the
+    few-shot examples' when one is named, and each student model that is a local folder (none when no initial
+    programs are sampled). The pipeline checks they exist before it starts."""
+    out = {}
+    for name, loader in cfg.data.sources.items():
+        path = loader.get("path") if isinstance(loader, DictConfig) else None
+        if path is not None:
+            out[f"data.sources.{name}.path"] = str(path)
+    if int(cfg.few_shot or 0) > 0 and OmegaConf.select(cfg, "data.few_shot.path") is not None:
+        out["data.few_shot.path"] = str(cfg.data.few_shot.path)
+    if int(cfg.n_initial) > 0:
+        students = cfg.get("students")
+        for name, model in (students.items() if students else [(None, cfg.model)]):
+            out |= local_model_path(model, "model.name_or_path" if name is None else f"students.{name}.name_or_path")
+    return out
 
 
 def load_sources(cfg: DictConfig) -> list:

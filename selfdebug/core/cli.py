@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selfdebug.core.errors import SelfDebugError
+from selfdebug.core.errors import ConfigError, SelfDebugError
 
 log = logging.getLogger("selfdebug")
 
@@ -43,6 +43,30 @@ def _sanitize(value) -> str:
 for _name, _fn in (("data_dir", _data_dir), ("sanitize", _sanitize)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
+
+
+def check_required(cfg) -> None:
+    """Every mandatory value (``???`` in conf/, e.g. ``benchmark=humaneval_plus``'s ``benchmark.loader.path``) is
+    set. Unchecked, the first one surfaced as an OmegaConf traceback when the stage reached it, after loading the
+    models, or in a pipeline after the stages before it. Interpolations are not resolved: a ``${hydra:...}`` value
+    is only known inside a run."""
+    missing = []
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif node == "???":
+            missing.append(key)
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    if missing:
+        shown = ", ".join(missing)
+        raise ConfigError(f"{shown}: required and not set (??? in the config); give "
+                          f"{'it' if len(missing) == 1 else 'each'} on the command line, e.g. {missing[0]}=<value>")
 
 
 def seed_everything(seed: int) -> None:

@@ -265,6 +265,13 @@ def looks_local(name: str) -> bool:
     return False
 
 
+def local_model_path(model_cfg, key: str) -> dict[str, str]:
+    """``{key: path}`` when the model config's ``name_or_path`` is a local path (``looks_local``), else ``{}``:
+    a hub id, a packaged name (``mini``, ``tiny``), or a model without weights (an endpoint, ``reference``)."""
+    value = model_cfg.get("name_or_path") if model_cfg is not None else None
+    return {key: str(value)} if value is not None and looks_local(str(value)) else {}
+
+
 def resolve_device(device: str) -> str:
     import torch
 

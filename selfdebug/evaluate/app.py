@@ -22,23 +22,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from selfdebug.core.cli import CONF_DIR, seed_everything, user_errors
+from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import local_model_path
+from selfdebug.problems.registry import select_problems
 
 log = logging.getLogger("selfdebug.evaluate")
-
-
-def select_problems(problems: list, limit: int | None, task_ids) -> list:
-    if task_ids:
-        wanted = [str(t) for t in task_ids]
-        by_id = {p.task_id: p for p in problems}
-        missing = [t for t in wanted if t not in by_id]
-        if missing:
-            raise ConfigError(f"task_ids: {missing[:5]} are not in the benchmark (ids look like {problems[0].task_id!r})")
-        problems = [by_id[t] for t in wanted]
-    if limit is not None:
-        problems = problems[:limit]  # check(cfg) has refused a limit below 1
-    return problems
 
 
 def settings_from_config(cfg: DictConfig):
@@ -57,14 +46,12 @@ def settings_from_config(cfg: DictConfig):
 
 
 def judge_from_config(cfg: DictConfig):
-    """(rubric, settings) of the ``judge`` group, or None for judge=none; checked before any model loads."""
+    """(rubric, settings) of the ``judge`` group; checked before any model loads. None for judge=none, and for
+    a mode without explanations to score."""
     if cfg.judge.get("generator") is None:
         return None
     if str(cfg.mode) != "explain_refine":
-        # Not an error: a sweep over both modes with one judge setting still runs its refine jobs.
-        log.warning("judge=%s skipped: mode=%s asks for code only, so there are no explanations to score",
-                    cfg.judge.name, cfg.mode)
-        return None
+        return None  # not an error: run() says so (a sweep over both modes with one judge runs its refine jobs)
     from selfdebug.evaluate.judge import JudgeSettings, Rubric
     from selfdebug.generation import SamplingParams
 
@@ -115,12 +102,25 @@ def check(cfg: DictConfig):
     from selfdebug.evaluate.explanation_score import check_keys
     from selfdebug.execution import SandboxConfig
 
+    check_required(cfg)
     settings = settings_from_config(cfg)
     judge_setup = judge_from_config(cfg)
     check_keys(cfg.explanation_score, cfg.explanation_model)
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit = {cfg.limit}; it must be a positive number of problems, or null for all")
     return settings, judge_setup, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
+
+
+def input_paths(cfg: DictConfig) -> dict[str, str]:
+    """The local files and folders an evaluation reads, by config key: the benchmark's own file and the
+    few-shot examples' when one is named, and the evaluated model when it is a local folder. The pipeline checks they exist, or that an earlier
+    stage of it writes them, before it starts."""
+    out = {}
+    for key in ("benchmark.loader", "few_shot_examples") if int(cfg.get("few_shot") or 0) else ("benchmark.loader",):
+        path = OmegaConf.select(cfg, f"{key}.path")
+        if path is not None:
+            out[f"{key}.path"] = str(path)
+    return out | local_model_path(cfg.get("model"), "model.name_or_path")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -130,8 +130,12 @@ def run(cfg: DictConfig) -> dict:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings, judge_setup, sandbox_config = check(cfg)
+    if judge_setup is None and cfg.judge.get("generator") is not None:
+        log.warning("judge=%s skipped: mode=%s asks for code only, so there are no explanations to score",
+                    cfg.judge.name, cfg.mode)
     seed_everything(int(cfg.seed))  # after the checks: it loads torch
-    problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), cfg.limit, cfg.task_ids)
+    problems = select_problems(hydra.utils.instantiate(cfg.benchmark.loader), limit=cfg.limit,
+                               task_ids=cfg.task_ids)  # check(cfg) has refused a limit below 1
     check_start(problems, settings)
     examples = hydra.utils.instantiate(cfg.few_shot_examples) if settings.few_shot else []
     check_examples(examples, settings)

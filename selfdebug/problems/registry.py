@@ -57,11 +57,12 @@ def select_problems(problems: list[Problem], *, limit: int | None = None,
         if isinstance(task_ids, str):
             task_ids = [task_ids]
         by_id = {p.task_id: p for p in problems}
-        wanted = list(dict.fromkeys(task_ids))
+        wanted = list(dict.fromkeys(str(t) for t in task_ids))  # a config list may hold numbers
         missing = [t for t in wanted if t not in by_id]
         if missing:
             shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ConfigError(f"task_ids: no problem {shown} in this benchmark")
+            example = f" (its ids look like {problems[0].task_id!r})" if problems else ""
+            raise ConfigError(f"task_ids: no problem {shown} in this benchmark{example}")
         problems = [by_id[t] for t in wanted]
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:

@@ -21,8 +21,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from selfdebug.core.cli import CONF_DIR, user_errors
+from selfdebug.core.cli import CONF_DIR, check_required, user_errors
 from selfdebug.core.errors import ConfigError
+from selfdebug.core.models import local_model_path
 from selfdebug.train.pretrain.settings import PretrainSettings  # its package registers pretrain/default
 from selfdebug.train.rl.settings import SFT_CHECKPOINT_HINT, PPOSettings
 from selfdebug.train.settings import settings_from
@@ -43,6 +44,7 @@ CONFIG_NAME = "train"  # conf/train.yaml; the pipeline composes it too, to check
 
 def check(cfg: DictConfig) -> str:
     """The recipe module of ``cfg.stage``, once the stage's settings block has passed its checks (no torch)."""
+    check_required(cfg)
     stage = str(cfg.stage)
     if stage not in STAGES:
         raise ConfigError(f"stage = {stage!r}; expected one of {sorted(STAGES)}")
@@ -52,10 +54,11 @@ def check(cfg: DictConfig) -> str:
 
 
 def input_paths(cfg: DictConfig) -> dict[str, str]:
-    """The local folders an SFT or PPO run reads, by config key: the dataset and PPO's starting SFT model (when
-    set). The pipeline checks they exist, or that an earlier stage of it writes them, before it starts."""
+    """The local folders a training run reads, by config key: the base model when it is a local folder, and for
+    SFT and PPO the dataset and PPO's starting SFT model (when set). The pipeline checks they exist, or that an
+    earlier stage of it writes them, before it starts."""
     stage = str(cfg.stage)
-    out = {}
+    out = local_model_path(cfg.get("model"), "model.name_or_path")
     if stage in ("sft", "rl") and OmegaConf.select(cfg, "dataset.path") is not None:
         out["dataset.path"] = str(cfg.dataset.path)
     if stage == "rl" and OmegaConf.select(cfg, "rl.sft_checkpoint") is not None:

@@ -44,12 +44,12 @@ CONFIG_NAME = "train"  # conf/train.yaml; the pipeline composes it too, to check
 
 def check(cfg: DictConfig) -> str:
     """The recipe module of ``cfg.stage``, once the stage's settings block has passed its checks (no torch)."""
-    check_required(cfg)
     stage = str(cfg.stage)
     if stage not in STAGES:
         raise ConfigError(f"stage = {stage!r}; expected one of {sorted(STAGES)}")
     module, settings_class, missing_hint = STAGES[stage]
     settings_from(settings_class, cfg.get(stage), stage, missing_hint=missing_hint)  # the recipe builds it again
+    check_required(cfg)  # after the settings block, whose own message for a missing rl.sft_checkpoint says more
     return module
 
 

@@ -178,6 +178,12 @@ def test_a_bad_benchmarks_entry_stops_the_pipeline_before_any_stage(tmp_path, ov
       r"e\.g\. benchmark\.loader\.path=<value>")),
     (_list("sft.overrides", ["+exp=sft_quickstart", "model=hf"]), "sft", "sft.overrides",
      r"model\.name_or_path: required and not set"),
+    # A data loader's arguments: checked against its signature and its own checks, without reading data.
+    (_list("collect.overrides", ["+exp=collect_quickstart", "+data.sources.mbpp.spilt=train"]), "collect",
+     "collect.overrides", r"data\.sources\.mbpp: selfdebug\.problems\.load_mbpp has no option 'spilt'; its options are "),
+    (_list("evaluate.benchmarks.mbpp_mutants", ["benchmark=mbpp_mutants", "benchmark.loader.split=train"]),
+     "evaluate:base:mbpp_mutants", "evaluate.overrides, evaluate.benchmarks.mbpp_mutants",
+     r"benchmark\.loader\.split = 'train': training data comes from it"),
 ])
 def test_a_bad_stage_override_stops_the_pipeline_before_any_stage_runs(tmp_path, override, stage, keys, pattern):
     # Each stage's config is composed and checked up front, as its command line will compose it: an RL typo

@@ -485,6 +485,32 @@ def test_load_benchmark_selection(data_dir_path):
         select_problems([], limit=-1)
 
 
+def test_a_loader_block_is_checked_without_reading_data(tmp_path):
+    from omegaconf import OmegaConf
+
+    from selfdebug.problems.registry import check_loader
+
+    def block(**args):
+        return OmegaConf.create(args)
+
+    missing = str(tmp_path / "none.jsonl")  # never opened: the check reads no data
+    check_loader(block(_target_="selfdebug.problems.load_mbpp", path=missing, split="train"), "data.sources.mbpp")
+    with pytest.raises(ConfigError, match=r"^data\.sources\.mbpp: selfdebug\.problems\.load_mbpp has no option "
+                                          r"'spilt'; its options are path, split, "):
+        check_loader(block(_target_="selfdebug.problems.load_mbpp", spilt="train"), "data.sources.mbpp")
+    with pytest.raises(ConfigError, match=r"^benchmark\.loader\._target_ = 'selfdebug\.problems\.nothing' cannot be"):
+        check_loader(block(_target_="selfdebug.problems.nothing"), "benchmark.loader")
+    # The mutant benchmark's own checks run too, and a value of the wrong type is one error, not a traceback.
+    mutants = "selfdebug.evaluate.mutants.load_mbpp_mutants"
+    check_loader(block(_target_=mutants, split="validation", per_problem=2, candidates=4, cache_dir=missing),
+                 "benchmark.loader")
+    with pytest.raises(ConfigError, match=r"benchmark\.loader\.candidates = 1; it must be at least per_problem"):
+        check_loader(block(_target_=mutants, per_problem=2, candidates=1), "benchmark.loader")
+    with pytest.raises(ConfigError, match=r"^benchmark\.loader: invalid literal for int\(\)"):
+        check_loader(block(_target_=mutants, per_problem="abc"), "benchmark.loader")
+    assert not (tmp_path / "none.jsonl").exists()
+
+
 def test_data_dir(monkeypatch, tmp_path, data_dir_path):
     assert (data_dir_path / "mbpp.jsonl").is_file()
     monkeypatch.setenv("SELFDEBUG_DATA_DIR", str(tmp_path))

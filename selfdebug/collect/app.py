@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import local_model_path
+from selfdebug.problems.registry import check_loader
 
 log = logging.getLogger("selfdebug.collect")
 
@@ -81,6 +82,13 @@ def check(cfg: DictConfig):
     if unknown:
         raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
                           f"({sorted(cfg.data.sources.keys())})")
+    loaders = {f"data.sources.{name}": loader for name, loader in cfg.data.sources.items()}
+    if settings.few_shot:
+        loaders["data.few_shot"] = cfg.data.few_shot
+    if cfg.decontamination.enabled:
+        loaders |= {f"decontamination.against.{name}": c for name, c in (cfg.decontamination.against or {}).items()}
+    for key, loader in loaders.items():
+        check_loader(loader, key)
     return settings, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.models import local_model_path
-from selfdebug.problems.registry import select_problems
+from selfdebug.problems.registry import check_loader, select_problems
 
 log = logging.getLogger("selfdebug.evaluate")
 
@@ -108,6 +108,9 @@ def check(cfg: DictConfig):
     check_keys(cfg.explanation_score, cfg.explanation_model)
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit = {cfg.limit}; it must be a positive number of problems, or null for all")
+    check_loader(cfg.benchmark.loader, "benchmark.loader")
+    if settings.few_shot:
+        check_loader(cfg.few_shot_examples, "few_shot_examples")
     return settings, judge_setup, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 

@@ -49,6 +49,14 @@ class MutantSettings:
     # it was trained towards?), never a held-out score. It only unlocks the split, so it is not in the cache key.
     in_distribution: bool = False
 
+    @classmethod
+    def from_args(cls, split: str = "test", seed: int = 0, per_problem: int = 1, candidates: int = 8,
+                  operators=None, limit: int | None = None, in_distribution: bool = False, **_) -> MutantSettings:
+        """From the loader's arguments (``benchmark.loader.*``); the others (path, cache_dir, ...) are ignored."""
+        return cls(split=split, seed=int(seed), per_problem=int(per_problem), candidates=int(candidates),
+                   operators=None if operators is None else tuple(operators),
+                   limit=None if limit is None else int(limit), in_distribution=bool(in_distribution))
+
     def __post_init__(self) -> None:
         if self.split not in HELD_OUT_SPLITS + (("train",) if self.in_distribution else ()):
             why = ("training data comes from it (benchmark.loader.in_distribution=true measures repairs of "
@@ -74,9 +82,8 @@ def load_mbpp_mutants(path: str | None = None, hub_id: str | None = None, hub_co
                       operators: list[str] | None = None, limit: int | None = None, cache_dir: str | None = None,
                       sandbox: dict | None = None, in_distribution: bool = False) -> list[Problem]:
     """The mutant benchmark: read from the cache, or built (and cached) if these settings were never built."""
-    settings = MutantSettings(split=split, seed=int(seed), per_problem=int(per_problem), candidates=int(candidates),
-                              operators=None if operators is None else tuple(operators),
-                              limit=None if limit is None else int(limit), in_distribution=bool(in_distribution))
+    settings = MutantSettings.from_args(split=split, seed=seed, per_problem=per_problem, candidates=candidates,
+                                        operators=operators, limit=limit, in_distribution=in_distribution)
     if split == "train":
         log.warning("mbpp_mutants: split=train is an in-distribution diagnostic (the tasks training data comes "
                     "from), not a held-out benchmark")
@@ -98,6 +105,11 @@ def load_mbpp_mutants(path: str | None = None, hub_id: str | None = None, hub_co
         log.info("mbpp_mutants: built %d mutants of %d tasks in %.0f s; cached at %s", len(payload["mutants"]),
                  len(sources), payload["build_seconds"], cache_file)
     return problems_from(payload, sources, cache_file)
+
+
+# The settings' checks without building or reading anything: the stage checks (selfdebug.problems.registry.check_loader)
+# run them before a pipeline's first stage.
+load_mbpp_mutants.check_args = MutantSettings.from_args
 
 
 def cache_key(settings: MutantSettings, sources: list[Problem], sandbox_config: SandboxConfig) -> str:

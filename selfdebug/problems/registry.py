@@ -41,8 +41,7 @@ def load_benchmark(name: str, *, limit: int | None = None, task_ids: Iterable[st
     if key not in _REGISTRY:
         raise ConfigError(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")
     loader, fixed = _REGISTRY[key]
-    allowed = [p for p in inspect.signature(loader).parameters if p not in fixed]
-    unknown = sorted(set(kwargs) - set(allowed))
+    unknown, allowed = unknown_options(loader, kwargs, fixed)
     if unknown:
         raise ConfigError(f"benchmark {key!r} has no option {', '.join(map(repr, unknown))}: its options are "
                           f"{', '.join(allowed)}")
@@ -69,3 +68,41 @@ def select_problems(problems: list[Problem], *, limit: int | None = None,
             raise ConfigError(f"limit must be a non-negative integer or None, got {limit!r}")
         problems = problems[:limit]
     return list(problems)
+
+
+def unknown_options(loader: Callable, given: Iterable[str], fixed: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """``(unknown, allowed)``: the names in ``given`` that ``loader`` takes no parameter for (none when it takes
+    ``**kwargs``), and the parameters a caller may set (less ``fixed``)."""
+    params = inspect.signature(loader).parameters
+    allowed = [p for p, spec in params.items() if p not in set(fixed) and spec.kind != spec.VAR_KEYWORD]
+    if any(spec.kind == spec.VAR_KEYWORD for spec in params.values()):
+        return [], allowed
+    return sorted(set(given) - set(allowed)), allowed
+
+
+def check_loader(loader_cfg, key: str) -> None:
+    """A Hydra loader block (``_target_`` and its arguments) checked without reading any data: the target
+    imports, it takes every argument given, and a loader with a ``check_args`` companion (``load_mbpp_mutants``)
+    has the values vetted by it. Hydra's instantiate finds such mistakes only when the stage loads its data: in
+    a pipeline, after the stages before it have run."""
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    target = loader_cfg.get("_target_")
+    if target is None:
+        return
+    try:
+        loader = get_method(str(target))
+    except Exception as exc:  # noqa: BLE001 - Hydra raises ImportError or its own error for a bad path
+        raise ConfigError(f"{key}._target_ = {target!r} cannot be imported: {exc}") from None
+    args = {k: v for k, v in OmegaConf.to_container(loader_cfg, resolve=True).items() if not k.startswith("_")}
+    unknown, allowed = unknown_options(loader, args)
+    if unknown:
+        raise ConfigError(f"{key}: {target} has no option {', '.join(map(repr, unknown))}; its options are "
+                          f"{', '.join(allowed)}")
+    check_args = getattr(loader, "check_args", None)
+    if check_args is not None:
+        try:
+            check_args(**args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key}: {exc}") from None

@@ -171,6 +171,16 @@ def test_model_path_that_does_not_exist(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("mode", ["explain_refine", "refine"])
+def test_a_judge_without_its_model_is_one_error_before_any_work(tmp_path, mode):
+    # judge=openai leaves judge.model to the user (???), and the judge's name is built from it. Unset, the run
+    # ended in an OmegaConf traceback: in refine mode (judge skipped) when the run's config was logged.
+    proc = evaluate(tmp_path, "model=reference", "judge=openai", "limit=1", "n_samples=1", "rounds=1", "ks=[1]",
+                    "logger=none", f"mode={mode}")
+    assert_clean_failure(proc, tmp_path, r"error: judge\.model: required and not set")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
 def test_an_unknown_task_id_names_it_and_the_benchmarks_id_form(tmp_path):
     proc = evaluate(tmp_path, "benchmark=humanevalfix", "model=reference", "logger=none", "task_ids=[Python/0,HumanEval/1]")
     assert_clean_failure(proc, tmp_path, r"error: task_ids: no problem 'HumanEval/1' in this benchmark \(its ids look "

@@ -508,6 +508,15 @@ def test_a_loader_block_is_checked_without_reading_data(tmp_path):
         check_loader(block(_target_=mutants, per_problem=2, candidates=1), "benchmark.loader")
     with pytest.raises(ConfigError, match=r"^benchmark\.loader: invalid literal for int\(\)"):
         check_loader(block(_target_=mutants, per_problem="abc"), "benchmark.loader")
+    # The other loaders' value checks that need no data: MBPP's split, APPS' difficulties, CodeContests' max_tests.
+    for target, args, pattern in [
+        ("selfdebug.problems.load_mbpp", {"split": "tset"}, r"unknown MBPP split 'tset'"),
+        ("selfdebug.problems.load_apps", {"difficulties": ["easy"]}, r"unknown APPS difficulty 'easy'"),
+        ("selfdebug.problems.load_codecontests", {"max_tests": 0}, r"max_tests must be a positive integer"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^data\.sources\.x: {pattern}"):
+            check_loader(block(_target_=target, path=missing, **args), "data.sources.x")
+    check_loader(block(_target_="selfdebug.problems.load_apps", path=missing, difficulties=["introductory"]), "x")
     assert not (tmp_path / "none.jsonl").exists()
 
 

@@ -115,3 +115,10 @@ def _apps_suite(io, starter: str) -> tuple[TestSuite | None, str | None, str]:
     ])
     return TestSuite(kind="assert", asserts=tuple(asserts), setup=setup), fn_name, ""
 
+
+def check_apps_args(difficulties=None, **_) -> None:
+    """``load_apps``'s argument checks, which read no data (run by the stage checks too)."""
+    _difficulties(difficulties)
+
+
+load_apps.check_args = check_apps_args

@@ -25,8 +25,7 @@ def load_codecontests(path: str | os.PathLike | None = None, split: str = "train
     without duplicates, at most ``max_tests``; the first Python 3 solution is the reference. Rows without
     tests are skipped, counted in a log warning. Task ids are ``CodeContests/<split>/<name>``.
     """
-    if max_tests is not None and (not isinstance(max_tests, int) or max_tests < 1):
-        raise ConfigError(f"max_tests must be a positive integer or None, got {max_tests!r}")
+    check_codecontests_args(max_tests=max_tests)
     rows = iter_records(path) if path is not None else hub_rows(hub_id, split)
     problems: list[Problem] = []
     skipped = total = 0
@@ -84,3 +83,11 @@ def _cc_python3(solutions) -> str | None:
             return code
     return None
 
+
+def check_codecontests_args(max_tests: int | None = None, **_) -> None:
+    """``load_codecontests``'s argument checks, which read no data (run by the stage checks too)."""
+    if max_tests is not None and (not isinstance(max_tests, int) or max_tests < 1):
+        raise ConfigError(f"max_tests must be a positive integer or None, got {max_tests!r}")
+
+
+load_codecontests.check_args = check_codecontests_args

@@ -35,8 +35,7 @@ def load_mbpp(path: str | os.PathLike | None = None, split: str = "test", saniti
     ``sanitized``) reads every split of a Hugging Face dataset instead, selected by task id as for the file.
     ``include_challenge_tests`` adds the full release's extra tests to the suite (never shown in the prompt).
     """
-    if split != "all" and split not in MBPP_SPLITS:
-        raise ConfigError(f"unknown MBPP split {split!r}: expected one of {', '.join([*MBPP_SPLITS, 'all'])}")
+    check_mbpp_args(split=split)
     low, high = MBPP_SPLITS.get(split, (-math.inf, math.inf))
     problems = []
     for where, rec in dataset_records(path, hub_id, hub_config, None,
@@ -99,3 +98,11 @@ def _called_function(test: str, code: str | None) -> str | None:
             return name
     return next((name for name in called if not hasattr(builtins, name)), None)
 
+
+def check_mbpp_args(split: str = "test", **_) -> None:
+    """``load_mbpp``'s argument checks, which read no data (the stage checks run them before any stage starts)."""
+    if split != "all" and split not in MBPP_SPLITS:
+        raise ConfigError(f"unknown MBPP split {split!r}: expected one of {', '.join([*MBPP_SPLITS, 'all'])}")
+
+
+load_mbpp.check_args = check_mbpp_args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Iterable
 
@@ -85,15 +86,15 @@ def check_loader(loader_cfg, key: str) -> None:
     imports, it takes every argument given, and a loader with a ``check_args`` companion (``load_mbpp_mutants``)
     has the values vetted by it. Hydra's instantiate finds such mistakes only when the stage loads its data: in
     a pipeline, after the stages before it have run."""
-    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
     target = loader_cfg.get("_target_")
     if target is None:
         return
+    module, _, name = str(target).rpartition(".")
     try:
-        loader = get_method(str(target))
-    except Exception as exc:  # noqa: BLE001 - Hydra raises ImportError or its own error for a bad path
+        loader = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{key}._target_ = {target!r} cannot be imported: {exc}") from None
     args = {k: v for k, v in OmegaConf.to_container(loader_cfg, resolve=True).items() if not k.startswith("_")}
     unknown, allowed = unknown_options(loader, args)
@@ -104,5 +105,6 @@ def check_loader(loader_cfg, key: str) -> None:
     if check_args is not None:
         try:
             check_args(**args)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: {exc}") from None
+        except (TypeError, ValueError, ConfigError) as exc:
+            message = str(exc)  # the mutants' messages name their key already (benchmark.loader.split = ...)
+            raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from None

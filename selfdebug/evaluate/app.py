@@ -116,8 +116,8 @@ def check(cfg: DictConfig):
 
 def input_paths(cfg: DictConfig) -> dict[str, str]:
     """The local files and folders an evaluation reads, by config key: the benchmark's own file and the
-    few-shot examples' when one is named, and the evaluated model when it is a local folder. The pipeline checks they exist, or that an earlier
-    stage of it writes them, before it starts."""
+    few-shot examples' when one is named, and the evaluated model when it is a local folder. The pipeline
+    checks they exist, or that an earlier stage of it writes them, before it starts."""
     out = {}
     for key in ("benchmark.loader", "few_shot_examples") if int(cfg.get("few_shot") or 0) else ("benchmark.loader",):
         path = OmegaConf.select(cfg, f"{key}.path")

@@ -233,6 +233,10 @@ def test_a_stage_input_that_no_stage_writes_stops_the_pipeline_before_any_stage_
          r"error: stage rl \(rl.overrides\): rl\.sft_checkpoint = '.*/nope' does not exist"),
         ([_list("collect.overrides", ["+exp=collect_quickstart", f"data.sources.mbpp.path={nope}/mbpp.jsonl"])],
          r"error: stage collect \(collect.overrides\): data\.sources\.mbpp\.path = '.*/nope/mbpp\.jsonl' does not"),
+        ([_list("collect.overrides", ["+exp=collect_quickstart",
+                                      f"decontamination.against.mbpp_test.path={nope}/t.jsonl"])],
+         (r"error: stage collect \(collect.overrides\): decontamination\.against\.mbpp_test\.path = '.*/nope/t\.jsonl' "
+          r"does not")),
         ([_list("sft.overrides", ["+exp=sft_quickstart", "model=hf", "model.name_or_path=outputs/no/such/model"])],
          r"error: stage sft \(sft.overrides\): model\.name_or_path = 'outputs/no/such/model' does not exist"),
         ([_list("+evaluate.benchmarks.hep", ["benchmark=humaneval_plus", f"benchmark.loader.path={nope}/he.jsonl"])],

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError, DataError
 from selfdebug.core.models import local_model_path
-from selfdebug.problems.registry import check_loader
+from selfdebug.problems.registry import check_loaders, loader_paths
 
 log = logging.getLogger("selfdebug.collect")
 
@@ -82,27 +82,26 @@ def check(cfg: DictConfig):
     if unknown:
         raise ConfigError(f"data.limits: {sorted(unknown)} name no source in data.sources "
                           f"({sorted(cfg.data.sources.keys())})")
-    loaders = {f"data.sources.{name}": loader for name, loader in cfg.data.sources.items()}
-    if settings.few_shot:
-        loaders["data.few_shot"] = cfg.data.few_shot
-    if cfg.decontamination.enabled:
-        loaders |= {f"decontamination.against.{name}": c for name, c in (cfg.decontamination.against or {}).items()}
-    for key, loader in loaders.items():
-        check_loader(loader, key)
+    check_loaders(loader_blocks(cfg))
     return settings, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 
+def loader_blocks(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The data loader blocks a collection instantiates, by config key: each data source, the few-shot examples
+    when used, and the decontamination benchmarks when enabled."""
+    blocks = {f"data.sources.{name}": loader for name, loader in cfg.data.sources.items()}
+    if int(cfg.few_shot or 0) > 0:
+        blocks["data.few_shot"] = cfg.data.few_shot
+    if cfg.decontamination.enabled:
+        blocks |= {f"decontamination.against.{name}": c for name, c in (cfg.decontamination.against or {}).items()}
+    return blocks
+
+
 def input_paths(cfg: DictConfig) -> dict[str, str]:
-    """The local files and folders a collection reads, by config key: each data source's own file and the
-    few-shot examples' when one is named, and each student model that is a local folder (none when no initial
-    programs are sampled). The pipeline checks they exist before it starts."""
-    out = {}
-    for name, loader in cfg.data.sources.items():
-        path = loader.get("path") if isinstance(loader, DictConfig) else None
-        if path is not None:
-            out[f"data.sources.{name}.path"] = str(path)
-    if int(cfg.few_shot or 0) > 0 and OmegaConf.select(cfg, "data.few_shot.path") is not None:
-        out["data.few_shot.path"] = str(cfg.data.few_shot.path)
+    """The local files and folders a collection reads, by config key: the file of each loader block that names
+    one, and each student model that is a local folder (none when no initial programs are sampled). The
+    pipeline checks they exist before it starts."""
+    out = loader_paths(loader_blocks(cfg))
     if int(cfg.n_initial) > 0:
         students = cfg.get("students")
         for name, model in (students.items() if students else [(None, cfg.model)]):

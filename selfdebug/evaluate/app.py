@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfdebug.core.cli import CONF_DIR, check_required, seed_everything, user_errors
 from selfdebug.core.errors import ConfigError
 from selfdebug.core.models import local_model_path
-from selfdebug.problems.registry import check_loader, select_problems
+from selfdebug.problems.registry import check_loaders, loader_paths, select_problems
 
 log = logging.getLogger("selfdebug.evaluate")
 
@@ -108,22 +108,24 @@ def check(cfg: DictConfig):
     check_keys(cfg.explanation_score, cfg.explanation_model)
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit = {cfg.limit}; it must be a positive number of problems, or null for all")
-    check_loader(cfg.benchmark.loader, "benchmark.loader")
-    if settings.few_shot:
-        check_loader(cfg.few_shot_examples, "few_shot_examples")
+    check_loaders(loader_blocks(cfg))
     return settings, judge_setup, SandboxConfig(**OmegaConf.to_container(cfg.sandbox, resolve=True))
 
 
+def loader_blocks(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The data loader blocks an evaluation instantiates, by config key: the benchmark's, and the few-shot
+    examples' when used."""
+    blocks = {"benchmark.loader": cfg.benchmark.loader}
+    if int(cfg.get("few_shot") or 0) > 0:
+        blocks["few_shot_examples"] = cfg.few_shot_examples
+    return blocks
+
+
 def input_paths(cfg: DictConfig) -> dict[str, str]:
-    """The local files and folders an evaluation reads, by config key: the benchmark's own file and the
-    few-shot examples' when one is named, and the evaluated model when it is a local folder. The pipeline
-    checks they exist, or that an earlier stage of it writes them, before it starts."""
-    out = {}
-    for key in ("benchmark.loader", "few_shot_examples") if int(cfg.get("few_shot") or 0) else ("benchmark.loader",):
-        path = OmegaConf.select(cfg, f"{key}.path")
-        if path is not None:
-            out[f"{key}.path"] = str(path)
-    return out | local_model_path(cfg.get("model"), "model.name_or_path")
+    """The local files and folders an evaluation reads, by config key: the file of each loader block that names
+    one, and the evaluated model when it is a local folder. The pipeline checks they exist, or that an earlier
+    stage of it writes them, before it starts."""
+    return loader_paths(loader_blocks(cfg)) | local_model_path(cfg.get("model"), "model.name_or_path")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -74,8 +74,8 @@ def select_problems(problems: list[Problem], *, limit: int | None = None,
 def unknown_options(loader: Callable, given: Iterable[str], fixed: Iterable[str] = ()) -> tuple[list[str], list[str]]:
     """``(unknown, allowed)``: the names in ``given`` that ``loader`` takes no parameter for (none when it takes
     ``**kwargs``), and the parameters a caller may set (less ``fixed``)."""
-    params = inspect.signature(loader).parameters
-    allowed = [p for p, spec in params.items() if p not in set(fixed) and spec.kind != spec.VAR_KEYWORD]
+    params, fixed = inspect.signature(loader).parameters, set(fixed)
+    allowed = [p for p, spec in params.items() if p not in fixed and spec.kind != spec.VAR_KEYWORD]
     if any(spec.kind == spec.VAR_KEYWORD for spec in params.values()):
         return [], allowed
     return sorted(set(given) - set(allowed)), allowed
@@ -108,3 +108,14 @@ def check_loader(loader_cfg, key: str) -> None:
         except (TypeError, ValueError, ConfigError) as exc:
             message = str(exc)  # the mutants' messages name their key already (benchmark.loader.split = ...)
             raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from None
+
+
+def check_loaders(blocks: dict) -> None:
+    """``check_loader`` on each ``{config key: loader block}``."""
+    for key, block in blocks.items():
+        check_loader(block, key)
+
+
+def loader_paths(blocks: dict) -> dict[str, str]:
+    """``{"<key>.path": path}`` of the loader blocks that name a file of their own (``path`` set)."""
+    return {f"{key}.path": str(block.path) for key, block in blocks.items() if block.get("path") is not None}
